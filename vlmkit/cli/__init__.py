@@ -1,0 +1,42 @@
+"""The ``vlmkit`` command: one module per verb, each a thin wrapper over a public function.
+
+Heavy imports (torch, transformers, llama_cpp) happen inside the commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="vlmkit",
+    help="Inspect, convert, quantize, run and evaluate vision-language models and LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module registers its command(s) on ``app`` when imported.
+COMMAND_MODULES = ("inspect", "convert", "run", "demo")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"vlmkit.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"vlmkit.cli.{name}":
+                raise
+
+
+def main() -> None:
+    from vlmkit.errors import VlmkitError
+
+    _register()
+    try:
+        app()
+    except VlmkitError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,29 @@
+"""User-facing errors: one line that names the file and what is wrong.
+
+The CLI prints ``str(error)`` and exits non-zero without a traceback; library callers can catch
+``VlmkitError`` (or a subclass) and read ``.path`` / ``.reason``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VlmkitError(Exception):
+    """A fault in the user's input or environment, reported as ``<path>: <reason>``."""
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.path = str(path) if path is not None else None
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class CheckpointError(VlmkitError):
+    """A checkpoint file is malformed (truncated, bad header, bad offsets, unsafe pickle ...)."""
+
+
+class UnsupportedError(VlmkitError):
+    """The input is valid but vlmkit does not handle it (architecture, dtype, backend ...)."""

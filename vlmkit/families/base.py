@@ -1,0 +1,67 @@
+"""What a model family declares: its components, layer layout and the config fields worth showing.
+
+A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)`` and nothing
+that runs; generic code (inspect, convert, quantize) reads these declarations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Canonical component names, in display order.
+VISION_TOWER = "vision_tower"
+PROJECTOR = "projector"
+LANGUAGE_MODEL = "language_model"
+HEAD = "head"
+OTHER = "other"
+COMPONENT_ORDER = (VISION_TOWER, PROJECTOR, LANGUAGE_MODEL, HEAD, OTHER)
+
+# Non-parameter tensors that older checkpoints saved (buffers): never counted as parameters.
+COMMON_BUFFERS = (r"\.rotary_emb\.inv_freq$", r"position_ids$", r"\.masked_bias$", r"\.attention\.bias$")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Declarative description of one model family."""
+
+    name: str
+    model_types: tuple[str, ...]
+    # tensor-name prefix -> component; the longest matching prefix wins, so both the on-disk
+    # transformers-4 layout and transformers-5's names can be listed side by side.
+    components: dict[str, str]
+    architectures: tuple[str, ...] = ()           # config["architectures"] values that select this family
+    hf_class: str | None = None                   # transformers class used to build the model on meta
+    text_config: str | None = None                # sub-config of the language model (None: top level)
+    vision_config: str | None = None              # sub-config of the vision tower
+    config_fields: tuple[str, ...] = ()           # dotted config keys shown by `inspect`
+    buffers: tuple[str, ...] = COMMON_BUFFERS     # regexes of saved non-parameter tensors
+    tied: dict[str, str] = field(default_factory=dict)  # tied tensor -> tensor it shares storage with
+    tie_flag: str = "tie_word_embeddings"         # config key (in text_config if set) enabling ``tied``
+    custom_code: bool = False                     # checkpoint needs remote code: never executed, weights only
+
+    def component_of(self, tensor_name: str) -> str:
+        best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)
+        return self.components[best] if best is not None else OTHER
+
+    def is_buffer(self, tensor_name: str) -> bool:
+        return any(re.search(pattern, tensor_name) for pattern in self.buffers)
+
+    def text_cfg(self, config: dict[str, Any]) -> dict[str, Any]:
+        return config.get(self.text_config, {}) if self.text_config else config
+
+    def ties_active(self, config: dict[str, Any]) -> bool:
+        """Whether ``tied`` applies: the flag is looked up in the text config, then the top level
+        (transformers defaults it to True)."""
+        text = self.text_cfg(config)
+        return bool(text.get(self.tie_flag, config.get(self.tie_flag, True)))
+
+
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
