@@ -18,6 +18,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print vlmkit's version and exit.", is_eager=True),
+) -> None:
+    """Inspect, convert, quantize, run and evaluate vision-language models and LLMs.
+
+    Example: vlmkit demo   ·   vlmkit inspect demo --memory   ·   vlmkit run demo --image cat.png --prompt "What is this?"
+    """
+    if version:
+        from vlmkit import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 # Each module registers its command(s) on ``app`` when imported.
 COMMAND_MODULES = ("inspect", "convert", "run", "demo")
 

@@ -50,7 +50,11 @@ def family_for(config: dict[str, Any], tensor_names: Iterable[str] = ()) -> tupl
     for family in all_families():
         if model_type in family.model_types:
             return family, False
-    return guess_family(model_type or "unknown", tensor_names), True
+    names = list(tensor_names)
+    for family in all_families():
+        if family.signature and any(n.startswith(family.signature) for n in names):
+            return family, False
+    return guess_family(model_type or "unknown", names), True
 
 
 # Prefix words that betray a component in checkpoints of unknown families.

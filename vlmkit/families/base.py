@@ -40,6 +40,15 @@ class Family:
     tied: dict[str, str] = field(default_factory=dict)  # tied tensor -> tensor it shares storage with
     tie_flag: str = "tie_word_embeddings"         # config key (in text_config if set) enabling ``tied``
     custom_code: bool = False                     # checkpoint needs remote code: never executed, weights only
+    # --- GGUF export (vlmkit.gguf) ---
+    gguf_arch: str | None = None                  # gguf-py MODEL_ARCH name of a language model ("llama", "gptneox")
+    # wrapper families (VLMs): on-disk LM prefix -> the text family's own prefix, e.g. "language_model." -> ""
+    lm_prefixes: dict[str, str] = field(default_factory=dict)
+    # regex on the text family's tensor name -> name of a transform in vlmkit.gguf.transforms
+    gguf_transforms: dict[str, str] = field(default_factory=dict)
+    gguf_drop: dict[str, str] = field(default_factory=dict)  # regex -> why the tensor is not exported
+    # Tensor-name prefixes that identify the family when there is no config.json (big_vision .npz, GGUF).
+    signature: tuple[str, ...] = ()
 
     def component_of(self, tensor_name: str) -> str:
         best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)

@@ -1,0 +1,145 @@
+"""`vlmkit inspect` against transformers: exact parameter counts, components, tree, memory, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from vlmkit.families.base import HEAD, LANGUAGE_MODEL, PROJECTOR, VISION_TOWER
+from vlmkit.inspect import inspect_model
+
+HF_ZOO = ["llava-calm2-siglip", "llava-clip", "paligemma", "opencalm", "llama", "minilm"]
+EXPECTED_COMPONENTS = {
+    "llava-calm2-siglip": {VISION_TOWER, PROJECTOR, LANGUAGE_MODEL, HEAD},
+    "llava-clip": {VISION_TOWER, PROJECTOR, LANGUAGE_MODEL, HEAD},
+    "paligemma": {VISION_TOWER, PROJECTOR, LANGUAGE_MODEL},   # head tied to the embeddings
+    "opencalm": {LANGUAGE_MODEL, HEAD},
+    "llama": {LANGUAGE_MODEL, HEAD},
+    "vila": {VISION_TOWER, PROJECTOR, LANGUAGE_MODEL, HEAD},
+    "minilm": {LANGUAGE_MODEL, HEAD},
+}
+
+
+def transformers_parameter_count(folder) -> int:
+    config = transformers.AutoConfig.from_pretrained(folder)
+    model_class = getattr(transformers, config.architectures[0])
+    with torch.device("meta"):
+        model = model_class._from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", HF_ZOO)
+def test_parameter_count_equals_transformers(zoo, name):
+    folder = zoo(name)
+    report = inspect_model(folder)
+    assert report.params == transformers_parameter_count(folder)
+    assert {c.name for c in report.components} == EXPECTED_COMPONENTS[name]
+    assert sum(c.params for c in report.components) == report.params
+    assert not report.family_guessed
+
+
+@pytest.mark.parametrize("name", ["llava-calm2-siglip", "opencalm", "minilm"])
+def test_tree_from_config_matches_transformers(zoo, name):
+    folder = zoo(name)
+    report = inspect_model(folder, tree=True)
+    assert report.tree["source"] == "config"
+    assert report.tree["root"]["params"] == report.params
+
+
+def test_tree_folds_layers(zoo):
+    report = inspect_model(zoo("llama"), tree=True)
+    text = json.dumps(report.tree)
+    layers = transformers.AutoConfig.from_pretrained(zoo("llama")).num_hidden_layers
+    assert f'"repeat": {layers}' in text and '"{0..' in text
+
+
+def test_vila_custom_code_inspects_without_running_code(zoo):
+    report = inspect_model(zoo("vila"))
+    assert report.family == "llava_llama" and report.custom_code
+    assert {c.name for c in report.components} == EXPECTED_COMPONENTS["vila"]
+    report = inspect_model(zoo("vila"), tree=True)
+    assert report.tree["source"] == "tensor names"
+    assert report.tree["root"]["params"] == report.params
+
+
+def test_folded_tensor_table(zoo):
+    report = inspect_model(zoo("llava-calm2-siglip"))
+    layers = json.loads((zoo("llava-calm2-siglip") / "config.json").read_text())["text_config"]["num_hidden_layers"]
+    rows = {r.pattern: r for r in report.tensors}
+    q = rows[f"language_model.model.layers.{{0..{layers - 1}}}.self_attn.q_proj.weight"]
+    assert q.count == layers and q.component == LANGUAGE_MODEL
+    assert sum(r.count for r in report.tensors) == len(report.tied) + len(report.buffers) + sum(
+        c.tensors for c in report.components)
+
+
+def test_tokenizer_summary(zoo):
+    report = inspect_model(zoo("llava-calm2-siglip"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(zoo("llava-calm2-siglip"))
+    assert report.tokenizer.kind == "BPE"
+    assert report.tokenizer.vocab_size == len(tokenizer)
+    assert report.tokenizer.chat_template
+    assert report.tokenizer.special_tokens.get("eos_token") == tokenizer.eos_token
+
+
+def test_memory_follows_tensor_sizes(zoo):
+    report = inspect_model(zoo("llama"), memory=True)
+    rows = {r["scheme"]: r["bytes"] for r in report.memory["inference"]}
+    assert rows["fp32"] == 4 * report.params
+    assert rows["bf16"] == rows["fp16"] == 2 * report.params
+    assert rows["int4"] < rows["int8"] < rows["bf16"]
+    assert rows["gguf:Q4_K_M"] < rows["gguf:Q8_0"] < rows["bf16"]
+    assert report.memory["training"]["adam_fp32"] == 16 * report.params
+
+
+def test_gguf_and_npz_inspect(tmp_path):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((10, 32), np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), np.float16))
+    writer.add_tensor("output.weight", np.zeros((10, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    report = inspect_model(tmp_path / "m.gguf")
+    assert report.family == "gguf" and report.params == 10 * 32 * 2 + 32 * 32
+    assert {c.name: c.params for c in report.components} == {LANGUAGE_MODEL: 320 + 1024, HEAD: 320}
+
+    np.savez(tmp_path / "pg.npz", **{
+        "params/img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel": np.zeros((2, 8, 16), np.float32),
+        "params/img/head/kernel": np.zeros((8, 4), np.float32),
+        "params/llm/layers/attn/q_einsum/w": np.zeros((2, 2, 4, 2), np.float32),
+    })
+    report = inspect_model(tmp_path / "pg.npz")
+    assert report.family == "paligemma"
+    assert {c.name: c.params for c in report.components} == {VISION_TOWER: 256, PROJECTOR: 32, LANGUAGE_MODEL: 32}
+
+
+def test_unknown_architecture_is_guessed(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"visual.blocks.0.w": torch.zeros(4, 4), "text.layers.0.w": torch.zeros(4, 4),
+               "connector.w": torch.zeros(2, 4)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mystery", "architectures": ["MysteryVLM"]}))
+    report = inspect_model(tmp_path)
+    assert report.family_guessed
+    assert {c.name for c in report.components} == {VISION_TOWER, LANGUAGE_MODEL, PROJECTOR}
+
+
+def test_cli_json_and_table(zoo):
+    folder = zoo("opencalm")
+    out = subprocess.run([sys.executable, "-m", "vlmkit", "inspect", str(folder), "--json", "--memory"],
+                         capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    assert data["params"] == transformers_parameter_count(folder)
+    assert data["memory"]["inference"][0]["scheme"] == "fp32"
+    out = subprocess.run([sys.executable, "-m", "vlmkit", "inspect", str(folder), "--tree"],
+                         capture_output=True, text=True, check=True)
+    assert "GPTNeoXForCausalLM" in out.stdout and "components" in out.stdout

@@ -1,0 +1,3 @@
+from vlmkit.cli import main
+
+main()

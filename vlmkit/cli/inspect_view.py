@@ -1,0 +1,105 @@
+"""Rich rendering of a :class:`vlmkit.inspect.ModelReport` (tables a person reads; ``--json`` for scripts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from vlmkit.inspect import ModelReport
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, console: Console | None = None) -> None:
+    console = console or Console()
+    family = report.family + (" (guessed from tensor names)" if report.family_guessed else "")
+    console.print(f"[bold]{report.path}[/]  ({report.format}, {len(report.files)} file(s))")
+    console.print(f"architecture: {', '.join(report.architectures) or '-'}   model_type: {report.model_type or '-'}"
+                  f"   family: {family}" + ("   [yellow]custom code (not executed)[/]" if report.custom_code else ""))
+    console.print(f"parameters: [bold]{report.params:,}[/] ({human_count(report.params)})   "
+                  f"size: {human_bytes(report.bytes)}   dtypes: "
+                  + ", ".join(f"{d} {human_count(v['params'])}" for d, v in report.dtypes.items()))
+    console.print(_components(report))
+    if report.tied:
+        console.print("tied: " + ", ".join(f"{a} = {b}" for a, b in report.tied.items()))
+    if report.buffers:
+        console.print(f"buffers (not parameters): {len(report.buffers)}, e.g. {report.buffers[0]}")
+    if report.config:
+        console.print("config: " + ", ".join(f"{k}={v}" for k, v in report.config.items()))
+    _tokenizer(report, console)
+    if report.memory:
+        console.print(_memory(report.memory))
+    if report.tree:
+        console.print(f"[bold]module tree[/] (from {report.tree['source']})")
+        console.print(_tree(report.tree["root"], depth))
+    if show_tensors:
+        console.print(_tensors(report))
+
+
+def _components(report: ModelReport) -> Table:
+    table = Table(title="components", title_justify="left")
+    for column in ("component", "parameters", "share", "bytes", "tensors"):
+        table.add_column(column, justify="left" if column == "component" else "right")
+    for c in report.components:
+        share = c.params / report.params if report.params else 0
+        table.add_row(c.name, f"{c.params:,}", f"{share:.1%}", human_bytes(c.bytes), str(c.tensors))
+    return table
+
+
+def _tokenizer(report: ModelReport, console: Console) -> None:
+    tok = report.tokenizer
+    if tok is None:
+        console.print("tokenizer: none found")
+        return
+    specials = ", ".join(f"{k}={v!r}" for k, v in tok.special_tokens.items())
+    console.print(f"tokenizer: {tok.kind} ({tok.tokenizer_class or '-'}), vocab {tok.vocab_size:,}"
+                  f" ({tok.added_tokens} added), chat template: {'yes' if tok.chat_template else 'no'}"
+                  + (f", {specials}" if specials else ""))
+
+
+def _memory(memory: dict[str, Any]) -> Table:
+    table = Table(title="memory to load (weights only; activations and KV cache excluded)", title_justify="left")
+    for column in ("scheme", "total", "largest tensor"):
+        table.add_column(column, justify="left" if column == "scheme" else "right")
+    for row in memory["inference"]:
+        table.add_row(row["scheme"], human_bytes(row["bytes"]), human_bytes(row["largest_tensor_bytes"]))
+    for name, size in memory["training"].items():
+        table.add_row(f"train: {name}", human_bytes(size), "")
+    return table
+
+
+def _tree(node: dict[str, Any], depth: int, parent: Tree | None = None) -> Tree:
+    repeat = f" × {node['repeat']}" if node["repeat"] > 1 else ""
+    kind = f" ({node['kind']})" if node["kind"] else ""
+    label = f"{node['name']}{kind}{repeat}: {node['params']:,}"
+    branch = parent.add(label) if parent is not None else Tree(label)
+    if depth > 0:
+        for child in node["children"]:
+            _tree(child, depth - 1, branch)
+    return branch
+
+
+def _tensors(report: ModelReport) -> Table:
+    table = Table(title="tensors", title_justify="left")
+    table.add_column("name", overflow="fold", ratio=1)
+    for column in ("shape", "dtype", "count", "component"):
+        table.add_column(column, justify="right" if column == "count" else "left", no_wrap=True)
+    for row in report.tensors:
+        count = f"×{row.count}" if row.count > 1 else ""
+        table.add_row(row.pattern, str(list(row.shape)), row.dtype.lower(), count, row.component)
+    return table

@@ -1,0 +1,230 @@
+"""``vlmkit inspect``: what a checkpoint holds, from its headers and config files alone.
+
+No tensor data is read: shapes and dtypes come from the readers' metadata, components from the
+family declaration, the tokenizer summary from its JSON files (no tokenizer code is imported or run).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmkit.families import Family, family_for
+from vlmkit.families.base import COMPONENT_ORDER, config_value
+from vlmkit.hub import resolve_model
+from vlmkit.memory import estimate_memory, training_bytes
+from vlmkit.readers import open_checkpoint
+from vlmkit.readers.base import Checkpoint, TensorInfo
+from vlmkit.tokenizer_info import TokenizerSummary, summarize_tokenizer
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<=/)\d+(?=/)")
+
+
+@dataclass
+class ComponentStats:
+    name: str
+    params: int = 0
+    bytes: int = 0
+    tensors: int = 0
+
+
+@dataclass
+class FoldedRow:
+    """Tensors that differ only in their layer indices, e.g. ``layers.{0..31}.mlp.up_proj.weight``."""
+
+    pattern: str
+    shape: tuple[int, ...]
+    dtype: str
+    count: int
+    component: str
+
+
+@dataclass
+class ModelReport:
+    path: str
+    format: str
+    files: list[str]
+    model_type: str | None
+    architectures: list[str]
+    family: str
+    family_guessed: bool
+    custom_code: bool
+    params: int
+    bytes: int
+    dtypes: dict[str, dict[str, int]]
+    components: list[ComponentStats]
+    tied: dict[str, str]
+    buffers: list[str]
+    config: dict[str, Any]
+    tokenizer: TokenizerSummary | None
+    tensors: list[FoldedRow] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
+    tree: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_config(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
+    """config.json beside the weights; GGUF files describe themselves in their metadata."""
+    folder = path if path.is_dir() else path.parent
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            return json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            from vlmkit.errors import CheckpointError
+
+            raise CheckpointError(config_file, f"not valid JSON ({error})") from None
+    if checkpoint.format == "gguf":
+        arch = checkpoint.metadata.get("general.architecture")
+        return {"model_type": arch, "architectures": [arch] if arch else []}
+    return {}
+
+
+def fold_tensors(infos: dict[str, TensorInfo], family: Family) -> list[FoldedRow]:
+    """Group tensors whose names differ only in numeric path segments (layer indices)."""
+    groups: dict[tuple[str, tuple[int, ...], str], list[tuple[int, ...]]] = defaultdict(list)
+    for name, info in infos.items():
+        indices = tuple(int(m.group()) for m in _INDEX.finditer(name))
+        template = _INDEX.sub("{}", name)
+        groups[(template, info.shape, info.dtype)].append(indices)
+    rows = []
+    for (template, shape, dtype), index_sets in groups.items():
+        pattern = template
+        for position in range(template.count("{}")):
+            values = sorted({idx[position] for idx in index_sets})
+            pattern = pattern.replace("{}", _range_text(values), 1)
+        first_name = template.replace("{}", "0")
+        component = "buffer" if family.is_buffer(first_name) else family.component_of(first_name)
+        rows.append(FoldedRow(pattern, shape, dtype, len(index_sets), component))
+    return rows
+
+
+def _range_text(values: list[int]) -> str:
+    if len(values) == 1:
+        return str(values[0])
+    if values == list(range(values[0], values[-1] + 1)):
+        return f"{{{values[0]}..{values[-1]}}}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def parameter_tensors(
+    infos: dict[str, TensorInfo], family: Family, config: dict[str, Any]
+) -> tuple[dict[str, TensorInfo], dict[str, str], list[str]]:
+    """Split saved tensors into parameters, tied duplicates (name -> twin) and buffers.
+
+    transformers' ``parameters()`` yields a tied weight once; a checkpoint may hold both copies.
+    """
+    buffers = [name for name in infos if family.is_buffer(name)]
+    tied = {}
+    if family.ties_active(config):
+        tied = {a: b for a, b in family.tied.items() if a in infos and b in infos}
+    params = {n: i for n, i in infos.items() if n not in tied and n not in set(buffers)}
+    return params, tied, buffers
+
+
+def _component_stats(params: dict[str, TensorInfo], family: Family) -> list[ComponentStats]:
+    stats = {name: ComponentStats(name) for name in COMPONENT_ORDER}
+    for name, info in params.items():
+        entry = stats[family.component_of(name)]
+        entry.params += info.numel
+        entry.bytes += info.nbytes
+        entry.tensors += 1
+    return [s for s in stats.values() if s.tensors]
+
+
+def _dtype_mix(params: dict[str, TensorInfo]) -> dict[str, dict[str, int]]:
+    mix: dict[str, Counter] = defaultdict(Counter)
+    for info in params.values():
+        mix[info.dtype].update(tensors=1, params=info.numel, bytes=info.nbytes)
+    return {dtype: dict(counts) for dtype, counts in sorted(mix.items())}
+
+
+@dataclass
+class ModelView:
+    """An opened checkpoint with its config and family: what inspect, tree and memory all start from."""
+
+    path: Path
+    checkpoint: Checkpoint
+    config: dict[str, Any]
+    family: Family
+    guessed: bool
+    params: dict[str, TensorInfo]
+    tied: dict[str, str]
+    buffers: list[str]
+
+    @property
+    def folder(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
+
+    @property
+    def layer_count(self) -> int:
+        return int(self.family.text_cfg(self.config).get("num_hidden_layers") or 0)
+
+
+@contextmanager
+def open_model(model: str | Path, *, download: bool = False) -> Iterator[ModelView]:
+    path = resolve_model(model, download=download)
+    checkpoint = open_checkpoint(path)
+    try:
+        config = read_config(path, checkpoint)
+        family, guessed = family_for(config, checkpoint.infos)
+        params, tied, buffers = parameter_tensors(checkpoint.infos, family, config)
+        yield ModelView(path, checkpoint, config, family, guessed, params, tied, buffers)
+    finally:
+        checkpoint.close()
+
+
+def inspect_model(
+    model: str | Path, *, tree: bool = False, memory: bool = False, download: bool = False
+) -> ModelReport:
+    """Describe a checkpoint (directory, file, ``demo``, ``zoo:<name>`` or hub id) without reading weights."""
+    with open_model(model, download=download) as view:
+        report = _report(view)
+        if memory:
+            report.memory = memory_report(view)
+        if tree:
+            from vlmkit.tree import model_tree
+
+            root, source = model_tree(view)
+            report.tree = {"source": source, "root": root.to_dict()}
+        return report
+
+
+def _report(view: ModelView) -> ModelReport:
+    folder, config, family = view.folder, view.config, view.family
+    files = view.checkpoint.files
+    return ModelReport(
+        path=str(view.path),
+        format=view.checkpoint.format,
+        files=[str(f.relative_to(folder)) if f.is_relative_to(folder) else str(f) for f in files],
+        model_type=config.get("model_type"),
+        architectures=list(config.get("architectures") or []),
+        family=family.name,
+        family_guessed=view.guessed,
+        custom_code=family.custom_code or "auto_map" in config,
+        params=sum(i.numel for i in view.params.values()),
+        bytes=sum(i.nbytes for i in view.params.values()),
+        dtypes=_dtype_mix(view.params),
+        components=_component_stats(view.params, family),
+        tied=view.tied,
+        buffers=view.buffers,
+        config={k: v for k in family.config_fields if (v := config_value(config, k)) is not None},
+        tokenizer=summarize_tokenizer(folder, view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
+        tensors=fold_tensors(view.checkpoint.infos, family),
+    )
+
+
+def memory_report(view: ModelView) -> dict[str, Any]:
+    rows = estimate_memory(view.params.values(), view.layer_count)
+    return {
+        "inference": [asdict(row) for row in rows],
+        "training": training_bytes(sum(i.numel for i in view.params.values())),
+    }

@@ -1,0 +1,94 @@
+"""Memory to load a checkpoint for inference per dtype / quantization, and to train it with Adam.
+
+Computed from the real tensor shapes (not a parameter count times a constant): quantized formats
+only shrink the 2-D weight matrices whose rows fit the format's block, the rest stays 16/32-bit,
+as llama.cpp and weight-only int8/int4 (AWQ/GPTQ, group 128) schemes do. Like accelerate's
+``estimate-memory``, activations and the KV cache are not included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vlmkit.readers.base import TensorInfo
+
+# GGML block types: (bytes per block, weights per block), from ggml's type traits.
+GGML_BLOCKS = {"Q8_0": (34, 32), "Q4_0": (18, 32), "Q4_K": (144, 256), "Q5_K": (176, 256), "Q6_K": (210, 256)}
+FLOAT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+INT_GROUP = 128   # weight-only int4/int8 group size (AWQ/GPTQ default)
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    scheme: str
+    bytes: int
+    largest_tensor_bytes: int
+
+
+def _is_matrix(info: TensorInfo) -> bool:
+    return len(info.shape) == 2 and min(info.shape) > 1
+
+
+def _ggml_bytes(numel: int, qtype: str) -> int:
+    block_bytes, block = GGML_BLOCKS[qtype]
+    return -(-numel // block) * block_bytes
+
+
+def _tensor_bytes(info: TensorInfo, scheme: str, layer_count: int) -> int:
+    numel = info.numel
+    if scheme in FLOAT_BYTES:
+        return numel * FLOAT_BYTES[scheme]
+    if not _is_matrix(info):   # norms, biases, 1-D scales: kept at 16 bits (f32 in GGUF)
+        return numel * (4 if scheme.startswith("gguf") else 2)
+    rows_fit = info.shape[-1] % 32 == 0
+    if scheme in ("int8", "int4"):
+        bits = 8 if scheme == "int8" else 4
+        groups = -(-info.shape[-1] // INT_GROUP) * info.shape[0]
+        return numel * bits // 8 + groups * (2 if bits == 8 else 4)   # fp16 scale (+ zero point for int4)
+    if scheme == "gguf:Q8_0":
+        return _ggml_bytes(numel, "Q8_0") if rows_fit else numel * 2
+    if scheme == "gguf:Q4_K_M":
+        return _ggml_bytes(numel, _q4_k_m_type(info, layer_count)) if rows_fit else numel * 2
+    raise ValueError(scheme)
+
+
+def _q4_k_m_type(info: TensorInfo, layer_count: int) -> str:
+    """llama.cpp's Q4_K_M mix (llama_tensor_get_type): Q6_K for the output head and for attn_v / ffn_down
+    in the first and last eighth of layers and every third layer between; Q4_K elsewhere.
+    Rows not a multiple of 256 fall back to a 32-block type."""
+    name = info.name
+    k_ok = info.shape[-1] % 256 == 0
+    wants_q6 = name.endswith(("lm_head.weight", "embed_out.weight", "output.weight"))
+    if any(key in name for key in ("v_proj", "down_proj", "attn_v", "ffn_down", "dense_4h_to_h")):
+        layer = _layer_index(name)
+        if layer is not None and layer_count:
+            eighth = layer_count // 8
+            wants_q6 = layer < eighth or layer >= 7 * eighth or (layer - eighth) % 3 == 2
+    if not k_ok:
+        return "Q8_0" if wants_q6 else "Q4_0"
+    return "Q6_K" if wants_q6 else "Q4_K"
+
+
+def _layer_index(name: str) -> int | None:
+    for part in name.replace("/", ".").split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+SCHEMES = ("fp32", "bf16", "fp16", "int8", "int4", "gguf:Q8_0", "gguf:Q4_K_M")
+
+
+def estimate_memory(params: Iterable[TensorInfo], layer_count: int = 0) -> list[MemoryRow]:
+    infos = list(params)
+    rows = []
+    for scheme in SCHEMES:
+        sizes = [_tensor_bytes(info, scheme, layer_count) for info in infos]
+        rows.append(MemoryRow(scheme, sum(sizes), max(sizes, default=0)))
+    return rows
+
+
+def training_bytes(param_count: int) -> dict[str, int]:
+    """Adam: fp32 weights + grads + two moments = 16 B/param; mixed precision adds a 16-bit weight copy."""
+    return {"adam_fp32": param_count * 16, "adam_mixed_bf16": param_count * 18}
