@@ -6,9 +6,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,24 @@ class Checkpoint(ABC):
         return sum(info.nbytes for info in self.infos.values())
 
     @abstractmethod
-    def load(self, name: str) -> "torch.Tensor":  # noqa: F821
+    def load(self, name: str) -> torch.Tensor:
         """Read one tensor's data (memory-mapped where the format allows). GGUF quantized tensors
         come back dequantized to float32."""
 
-    def load_all(self) -> Mapping[str, "torch.Tensor"]:  # noqa: F821
+    def load_all(self) -> Mapping[str, torch.Tensor]:
         return {name: self.load(name) for name in self.infos}
 
     def close(self) -> None:  # readers holding file handles override this
         pass
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-empty line of a library's error message (torch's and gguf-py's run long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
