@@ -83,8 +83,10 @@ def read_config(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
 
             raise CheckpointError(config_file, f"not valid JSON ({error})") from None
     if checkpoint.format == "gguf":
+        # Every GGUF uses llama.cpp's tensor names, whatever the architecture: one family for all.
         arch = checkpoint.metadata.get("general.architecture")
-        return {"model_type": arch, "architectures": [arch] if arch else []}
+        layers = checkpoint.metadata.get(f"{arch}.block_count")
+        return {"model_type": "gguf", "architectures": [arch] if arch else [], "num_hidden_layers": layers}
     return {}
 
 
