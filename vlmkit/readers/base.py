@@ -45,7 +45,9 @@ class Checkpoint(ABC):
 
     @property
     def files(self) -> list[Path]:
-        return sorted({info.file for info in self.infos.values()})
+        """Files holding the tensors (the named file itself when it holds none, e.g. a vocab-only GGUF)."""
+        found = sorted({info.file for info in self.infos.values()})
+        return found or ([self.path] if self.path.is_file() else [])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.infos)

@@ -79,6 +79,9 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
     final = zoo_dir / f"{name}-{source_hash()}"
     if (final / "config.json").is_file():
         return final
+    from vlmkit.logs import quiet_transformers
+
+    quiet_transformers()
     zoo_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=zoo_dir))
     try:
