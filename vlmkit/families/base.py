@@ -22,6 +22,24 @@ COMPONENT_ORDER = (VISION_TOWER, PROJECTOR, LANGUAGE_MODEL, HEAD, OTHER)
 COMMON_BUFFERS = (r"\.rotary_emb\.inv_freq$", r"position_ids$", r"\.masked_bias$", r"\.attention\.bias$")
 
 
+# transformers' VLM classes (LLaVA, PaliGemma ...): the on-disk layout, which transformers 5 still writes,
+# next to transformers 5's in-memory names.
+HF_VLM_COMPONENTS = {
+    "vision_tower.": VISION_TOWER,
+    "model.vision_tower.": VISION_TOWER,
+    "multi_modal_projector.": PROJECTOR,
+    "model.multi_modal_projector.": PROJECTOR,
+    "language_model.model.": LANGUAGE_MODEL,
+    "model.language_model.": LANGUAGE_MODEL,
+    "language_model.lm_head.": HEAD,
+    "lm_head.": HEAD,
+}
+HF_VLM_TIED = {
+    "language_model.lm_head.weight": "language_model.model.embed_tokens.weight",
+    "lm_head.weight": "model.language_model.embed_tokens.weight",
+}
+
+
 @dataclass(frozen=True)
 class Family:
     """Declarative description of one model family."""

@@ -4,7 +4,7 @@ Checkpoints on disk use the transformers-4 layout (``language_model.model.*``), 
 still writes; in memory transformers 5 names them ``model.language_model.*``. Both are listed.
 """
 
-from vlmkit.families.base import HEAD, LANGUAGE_MODEL, PROJECTOR, VISION_TOWER, Family
+from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, Family
 
 FAMILY = Family(
     name="llava",
@@ -13,20 +13,8 @@ FAMILY = Family(
     hf_class="LlavaForConditionalGeneration",
     text_config="text_config",
     vision_config="vision_config",
-    components={
-        "vision_tower.": VISION_TOWER,
-        "model.vision_tower.": VISION_TOWER,
-        "multi_modal_projector.": PROJECTOR,
-        "model.multi_modal_projector.": PROJECTOR,
-        "language_model.model.": LANGUAGE_MODEL,
-        "model.language_model.": LANGUAGE_MODEL,
-        "language_model.lm_head.": HEAD,
-        "lm_head.": HEAD,
-    },
-    tied={
-        "language_model.lm_head.weight": "language_model.model.embed_tokens.weight",
-        "lm_head.weight": "model.language_model.embed_tokens.weight",
-    },
+    components=HF_VLM_COMPONENTS,
+    tied=HF_VLM_TIED,
     # GGUF export: LM tensors renamed to the text family's own names (transformers 4 and 5 layouts)
     lm_prefixes={"language_model.": "", "model.language_model.": "model.", "lm_head.": "lm_head."},
     config_fields=(

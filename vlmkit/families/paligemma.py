@@ -3,7 +3,7 @@
 The LM head is tied to the token embeddings, so HF checkpoints carry no ``lm_head`` tensor.
 """
 
-from vlmkit.families.base import HEAD, LANGUAGE_MODEL, PROJECTOR, VISION_TOWER, Family
+from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, LANGUAGE_MODEL, PROJECTOR, VISION_TOWER, Family
 
 FAMILY = Family(
     name="paligemma",
@@ -13,24 +13,14 @@ FAMILY = Family(
     text_config="text_config",
     vision_config="vision_config",
     components={
-        "vision_tower.": VISION_TOWER,
-        "model.vision_tower.": VISION_TOWER,
-        "multi_modal_projector.": PROJECTOR,
-        "model.multi_modal_projector.": PROJECTOR,
-        "language_model.model.": LANGUAGE_MODEL,
-        "model.language_model.": LANGUAGE_MODEL,
-        "language_model.lm_head.": HEAD,
-        "lm_head.": HEAD,
+        **HF_VLM_COMPONENTS,
         # big_vision JAX checkpoints (.npz): stacked per-layer tensors under params/
         "params/img/": VISION_TOWER,
         "params/img/head/": PROJECTOR,
         "params/llm/": LANGUAGE_MODEL,
     },
     signature=("params/img/", "params/llm/"),
-    tied={
-        "language_model.lm_head.weight": "language_model.model.embed_tokens.weight",
-        "lm_head.weight": "model.language_model.embed_tokens.weight",
-    },
+    tied=HF_VLM_TIED,
     buffers=(r"position_ids$", r"\.rotary_emb\.inv_freq$", r"embed_scale$"),
     config_fields=(
         "vision_config.image_size",
