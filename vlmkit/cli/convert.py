@@ -1,0 +1,45 @@
+"""``vlmkit convert``: a thin wrapper over :func:`vlmkit.convert.convert`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from vlmkit.cli import app
+
+
+@app.command(
+    "convert",
+    epilog="Example: vlmkit convert zoo:llava-calm2-siglip --to gguf --out out/ --dtype q4_k_m   ·   "
+           "vlmkit convert ./opencalm --out out/ --dtype f32 --json",
+)
+def convert_command(
+    model: Annotated[str, typer.Argument(help="Directory, hub id, 'demo' or 'zoo:<name>'.")],
+    out: Annotated[str, typer.Option("--out", help="Output directory: model.gguf (+ mmproj.gguf for VLMs).")],
+    to: Annotated[str, typer.Option("--to", help="Target format.")] = "gguf",
+    dtype: Annotated[str, typer.Option(
+        help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (quantized through llama.cpp).")] = "f16",
+    verify: Annotated[Optional[bool], typer.Option(
+        "--verify/--no-verify",
+        help="Parity report vs transformers (default: on when llama-cpp-python is installed).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace files in a non-empty --out.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for quantizing and verifying.")] = None,
+    verbose: Annotated[bool, typer.Option(help="Show llama.cpp's own log.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Convert a Hugging Face LLM / LLaVA-style VLM to GGUF for llama.cpp, and prove the result matches."""
+    from vlmkit.convert import convert
+
+    result = convert(model, out, to=to, dtype=dtype, verify=verify, threads=threads, verbose=verbose,
+                     overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        from vlmkit.cli.convert_view import render
+
+        render(result)
+    report = result.verify
+    if report is not None and result.dtype == "f32" and not report.ok:
+        raise typer.Exit(2)

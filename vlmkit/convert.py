@@ -1,0 +1,182 @@
+"""``convert(model, out_dir, to="gguf", dtype=...)``: HF checkpoint -> llama.cpp GGUF (+ mmproj for VLMs).
+
+Outputs are ``out_dir/model.gguf`` and, for a LLaVA-style VLM, ``out_dir/mmproj.gguf``. Everything is
+written into a temporary directory next to ``out_dir`` and renamed into place at the end, so a failure
+leaves nothing behind. Quantized types go through llama.cpp's own quantizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+MODEL_FILE = "model.gguf"
+MMPROJ_FILE = "mmproj.gguf"
+
+
+@dataclass
+class ConvertResult:
+    model_path: Path
+    mmproj_path: Path | None
+    dtype: str
+    arch: str
+    family: str
+    n_tensors: int
+    dropped: dict[str, str]
+    tokenizer: str
+    seconds: float
+    verify: Any = None                      # vlmkit.gguf.verify.VerifyReport
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": str(self.model_path), "mmproj": str(self.mmproj_path) if self.mmproj_path else None,
+            "dtype": self.dtype, "arch": self.arch, "family": self.family, "n_tensors": self.n_tensors,
+            "dropped": self.dropped, "tokenizer": self.tokenizer, "seconds": round(self.seconds, 3),
+            "verify": self.verify.as_dict() if self.verify is not None else None, "notes": self.notes,
+        }
+
+
+def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "gguf", dtype: str = "f16",
+            verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
+            verbose: bool = False, overwrite: bool = False) -> ConvertResult:
+    """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to GGUF in ``out_dir``.
+
+    ``verify=None`` runs the transformers-vs-llama.cpp parity report when both are installed.
+    """
+    from vlmkit.hub import resolve_model
+
+    if to != "gguf":
+        raise UnsupportedError(None, f"--to {to}: only gguf is supported")
+    if dtype not in DTYPES:
+        raise UnsupportedError(None, f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    model_dir = resolve_model(model)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VlmkitError(out_dir, "--out must be a directory (model.gguf and mmproj.gguf go inside)")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
+    try:
+        result = _convert_into(model_dir, tmp, dtype, mmproj, threads, verbose)
+        if verify:
+            result.verify = _verify(model_dir, tmp, result, threads, verbose)
+        elif verify is None and _runtimes_available():
+            try:
+                result.verify = _verify(model_dir, tmp, result, threads, verbose)
+            except UnsupportedError as error:  # not asked for explicitly: convert anyway, and say why
+                result.notes.append(f"parity check skipped: {error.reason}")
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.model_path = out_dir / MODEL_FILE
+    result.mmproj_path = out_dir / MMPROJ_FILE if result.mmproj_path else None
+    return result
+
+
+def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,
+                  verbose: bool) -> ConvertResult:
+    from vlmkit.gguf.export import lossless_float, write_lm_gguf
+    from vlmkit.gguf.source import TensorSource
+
+    start = time.perf_counter()
+    config = _read_config(model_dir)
+    source = TensorSource(model_dir)
+    float_type = dtype if dtype in ("f32", "f16", "bf16") else lossless_float(source)
+    float_path = tmp / (MODEL_FILE if float_type == dtype else f"model-{float_type}.gguf")
+    lm = write_lm_gguf(model_dir, config, float_path, float_type, source)
+    if float_path.name != MODEL_FILE:
+        from vlmkit.gguf.quantize import quantize
+
+        quantize(float_path, tmp / MODEL_FILE, dtype, threads, verbose)
+        float_path.unlink()
+    result = ConvertResult(tmp / MODEL_FILE, None, dtype, lm.arch, lm.family, lm.n_tensors, lm.dropped,
+                           lm.vocab.how if lm.vocab else "", 0.0)
+    if mmproj and any(r.startswith("vision tower") for r in lm.dropped.values()):
+        result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, dtype, result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, result: ConvertResult):
+    try:
+        from vlmkit.gguf import mmproj
+    except ImportError:
+        result.notes.append("mmproj.gguf not written: vlmkit.gguf.mmproj is not available")
+        return None
+    if hasattr(mmproj, "is_llava_vision") and not mmproj.is_llava_vision(config):
+        result.notes.append("mmproj.gguf not written: this vision tower has no mmproj export yet")
+        return None
+    try:
+        written = mmproj.write_mmproj(model_dir, config, source, tmp / MMPROJ_FILE, mmproj.mmproj_dtype(dtype))
+    except UnsupportedError as error:  # the language model is still useful on its own: say so, loudly
+        result.notes.append(f"WARNING: mmproj.gguf not written: {error.reason}")
+        return None
+    result.notes.extend(getattr(written, "approximations", []))
+    return tmp / MMPROJ_FILE
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _read_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    if not path.exists():
+        raise VlmkitError(model_dir, "no config.json: not a Hugging Face model directory")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VlmkitError(path, f"invalid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def _runtimes_available() -> bool:
+    from vlmkit.gguf.llamacpp import available
+
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return available()
+
+
+def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | None, verbose: bool):
+    from vlmkit.gguf.verify import verify_lm
+
+    report = verify_lm(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
+    if result.mmproj_path is not None:
+        report.image = _verify_image(model_dir, tmp, verbose)
+    return report
+
+
+def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
+    """Image-embedding parity (mtmd vs transformers) from the mmproj helper's module, when present."""
+    try:
+        from vlmkit.gguf.mmproj_verify import verify_image_embeddings
+    except ImportError:
+        return None
+    return verify_image_embeddings(model_dir, tmp, verbose=verbose)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move the finished files into ``out_dir``: a rename when it does not exist yet."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    for item in tmp.iterdir():
+        os.replace(item, out_dir / item.name)
+    tmp.rmdir()

@@ -1,0 +1,205 @@
+"""Image embeddings from llama.cpp's multimodal library (mtmd) through llama-cpp-python's ctypes bindings.
+
+Why not ``llama_cpp.Llama`` with a chat handler: those run the whole prompt and never hand back the image
+embedding matrix, which is what a parity check compares. ``MtmdEncoder.encode`` returns exactly what mtmd
+feeds the language model for one image: ``[n_tokens, n_embd]`` float32 (after mtmd's own resize and
+normalization). The text model is optional: mtmd uses it only to check ``n_embd`` and to tokenize text.
+
+    with MtmdEncoder("out/mmproj.gguf", "out/model.gguf") as enc:
+        emb = enc.encode(Image.open("cat.png"))
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmkit.errors import VlmkitError
+
+_QUIET_CALLBACKS: list[Any] = []   # ctypes callbacks must outlive every call that may log
+
+
+def _silence_mtmd(mtmd, llama_cpp) -> None:
+    """clip.cpp / mtmd log every tensor through their own logger: route it to a no-op."""
+    if not _QUIET_CALLBACKS:
+        _QUIET_CALLBACKS.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
+    mtmd.mtmd_log_set(_QUIET_CALLBACKS[0], ctypes.c_void_p(0))
+    mtmd.mtmd_helper_log_set(_QUIET_CALLBACKS[0], ctypes.c_void_p(0))
+
+
+def _rgb_array(image) -> np.ndarray:
+    """PIL image, path or HxWx3 uint8 array -> contiguous HxWx3 uint8 RGB."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        try:
+            with Image.open(image) as img:
+                image = img.convert("RGB")
+        except OSError as error:
+            raise VlmkitError(image, f"cannot read image: {error}") from None
+    if hasattr(image, "convert"):
+        image = np.asarray(image.convert("RGB"))
+    array = np.ascontiguousarray(image, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise VlmkitError(None, f"image must be HxWx3 RGB, got shape {array.shape}")
+    return array
+
+
+class MtmdEncoder:
+    """An mtmd context on the CPU: ``encode(image) -> np.ndarray [n_tokens, n_embd]``."""
+
+    def __init__(self, mmproj: str | Path, text_model: str | Path | None = None,
+                 threads: int | None = None, flash_attn: bool | None = None, verbose: bool = False):
+        from vlmkit.gguf.llamacpp import llama_cpp_quiet
+
+        self._llama = llama_cpp_quiet(verbose)
+        from llama_cpp import mtmd_cpp
+
+        self._mtmd = mtmd_cpp
+        if not verbose:
+            _silence_mtmd(mtmd_cpp, self._llama)
+        self._llama.llama_backend_init()
+        self.mmproj = Path(mmproj)
+        self._model = self._load_text_model(text_model) if text_model is not None else None
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = False
+        params.print_timings = False
+        params.warmup = False
+        params.n_threads = threads or min(4, os.cpu_count() or 1)
+        if flash_attn is not None:   # default (auto) is on for the CPU: K and V are cast to f16
+            params.flash_attn_type = (self._llama.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                      else self._llama.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        self._ctx = mtmd_cpp.mtmd_init_from_file(str(self.mmproj).encode(), self._model, params)
+        if not self._ctx:
+            self.close()
+            raise VlmkitError(self.mmproj, "llama.cpp (mtmd) could not load this mmproj"
+                                           + ("" if verbose else " (rerun with --verbose for its log)"))
+        self.n_embd, self.rows = _mmproj_layout(self.mmproj)
+
+    def _load_text_model(self, path: str | Path):
+        params = self._llama.llama_model_default_params()
+        params.vocab_only = True          # mtmd reads n_embd and the vocabulary, never the weights
+        model = self._llama.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise VlmkitError(path, "llama.cpp could not load this text model")
+        return model
+
+    def encode(self, image, transformers_layout: bool = False) -> np.ndarray:
+        """The embeddings mtmd gives the language model for ``image`` (copied out of mtmd's buffer).
+        ``transformers_layout``: transformers' token rows where exact (see ``to_transformers_rows``)."""
+        rows = self._encode(image)
+        return to_transformers_rows(rows, *self.rows) if transformers_layout and self.rows else rows
+
+    def _encode(self, image) -> np.ndarray:
+        m = self._mtmd
+        pixels = _rgb_array(image)
+        height, width = pixels.shape[:2]
+        data = pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        bitmap = m.mtmd_bitmap_init(width, height, data)
+        chunks = m.mtmd_input_chunks_init()
+        try:
+            chunk = self._image_chunk(bitmap, chunks)
+            n_tokens = m.mtmd_input_chunk_get_n_tokens(chunk)
+            if m.mtmd_encode_chunk(self._ctx, chunk) != 0:
+                raise VlmkitError(self.mmproj, "mtmd failed to encode the image")
+            out = m.mtmd_get_output_embd(self._ctx)
+            return np.ctypeslib.as_array(out, shape=(n_tokens * self.n_embd,)).reshape(n_tokens, -1).copy()
+        finally:
+            m.mtmd_input_chunks_free(chunks)
+            m.mtmd_bitmap_free(bitmap)
+
+    def _image_chunk(self, bitmap, chunks):
+        """Tokenize a prompt made of the image alone (no text, no BOS): one image chunk."""
+        m = self._mtmd
+        part = m.mtmd_input_part(text=None, bitmap=bitmap)
+        parts = (ctypes.POINTER(m.mtmd_input_part) * 1)(ctypes.pointer(part))
+        if m.mtmd_tokenize_from_parts(self._ctx, chunks, parts, 1, False) != 0:
+            raise VlmkitError(self.mmproj, "mtmd could not tokenize the image")
+        for i in range(m.mtmd_input_chunks_size(chunks)):
+            chunk = m.mtmd_input_chunks_get(chunks, i)
+            if m.mtmd_input_chunk_get_type(chunk) == m.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                return chunk
+        raise VlmkitError(self.mmproj, "mtmd produced no image chunk")
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._mtmd.mtmd_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._llama.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "MtmdEncoder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _mmproj_layout(mmproj: Path) -> tuple[int, tuple[list[int], list[int]] | None]:
+    """mtmd's output width (``clip.vision.projection_dim``: mtmd has no getter) and, for vlmkit's
+    mmproj files, which of its rows equal which transformers rows. Read with gguf-py."""
+    import gguf
+
+    from vlmkit.gguf.mmproj import KEY_HF_ROWS, KEY_LLAMACPP_ROWS
+
+    reader = gguf.GGUFReader(mmproj)
+    field = reader.get_field(gguf.Keys.ClipVision.PROJECTION_DIM)
+    if field is None:
+        raise VlmkitError(mmproj, f"no {gguf.Keys.ClipVision.PROJECTION_DIM} key")
+    ours, theirs = reader.get_field(KEY_LLAMACPP_ROWS), reader.get_field(KEY_HF_ROWS)
+    rows = (list(ours.contents()), list(theirs.contents())) if ours and theirs else None
+    return int(field.contents()), rows
+
+
+def to_transformers_rows(rows: np.ndarray, llamacpp_rows: list[int], hf_rows: list[int]) -> np.ndarray:
+    """mtmd's rows as transformers' image tokens, where that is exact: SigLIP + "default" drops mtmd's
+    first row (patch 0), giving transformers' N - 1 tokens. When transformers has a token mtmd never
+    computes (CLIP: patch 0, llama.cpp #25814) the rows are returned as mtmd orders them: moving the CLS
+    row into patch 0's place measured no better on the replicas (logit max |diff| 2.4 vs 1.2)."""
+    (a0, a1), (b0, b1) = llamacpp_rows, hf_rows
+    return rows[a0:a1] if b0 == 0 else rows
+
+
+def decode_image(lctx, embeddings: np.ndarray, n_past: int, n_batch: int = 512, seq_id: int = 0,
+                 logits_last: bool = False) -> int:
+    """Feed image-embedding rows into a llama.cpp context at positions ``n_past..``; returns the new n_past.
+
+    What ``mtmd_helper_decode_image_chunk`` does for LLaVA (plain positions, causal), but with rows the
+    caller chose: ``encode(image, transformers_layout=True)`` gives transformers' token count and order
+    (SigLIP "default": N - 1 rows), which mtmd's own helper cannot."""
+    import llama_cpp
+
+    rows = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, width = rows.shape
+    for start in range(0, n, n_batch):
+        count = min(n_batch, n - start)
+        batch = llama_cpp.llama_batch_init(count, width, 1)
+        try:
+            batch.n_tokens = count
+            ctypes.memmove(batch.embd, rows[start:start + count].ctypes.data, rows[start:start + count].nbytes)
+            for i in range(count):
+                batch.pos[i] = n_past + start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_id
+                batch.logits[i] = logits_last and start + i == n - 1
+            status = llama_cpp.llama_decode(lctx, batch)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        if status != 0:
+            raise VlmkitError(None, f"llama.cpp could not decode the image embeddings ({status})")
+    return n_past + n
+
+
+def encode_image(mmproj: str | Path, image, text_model: str | Path | None = None,
+                 flash_attn: bool | None = None, verbose: bool = False) -> np.ndarray:
+    """One-shot ``MtmdEncoder(...).encode(image)``."""
+    with MtmdEncoder(mmproj, text_model, flash_attn=flash_attn, verbose=verbose) as encoder:
+        return encoder.encode(image)

@@ -1,0 +1,32 @@
+"""Quantized GGUF types through llama.cpp's own quantizer (``llama_model_quantize``), not a re-implementation:
+the float GGUF is written first, then llama.cpp picks per-tensor types exactly as ``llama-quantize`` does
+(e.g. Q4_K_M keeps some attention-V / FFN-down tensors at Q6_K)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+from vlmkit.errors import VlmkitError
+from vlmkit.gguf.llamacpp import llama_cpp_quiet, quiet_fds
+
+# --dtype name -> llama_ftype constant name in llama_cpp
+QUANT_FTYPES = {
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}
+
+
+def quantize(src: Path, dst: Path, dtype: str, threads: int | None = None, verbose: bool = False) -> None:
+    llama_cpp = llama_cpp_quiet(verbose)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_FTYPES[dtype])
+    params.nthread = threads or os.cpu_count() or 1
+    with quiet_fds(verbose):
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise VlmkitError(src, f"llama.cpp failed to quantize to {dtype} (return code {rc})")

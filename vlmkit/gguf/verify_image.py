@@ -1,0 +1,94 @@
+"""Greedy tokens and teacher-forced logits *with an image*: transformers' LLaVA vs llama.cpp fed the
+mmproj's image embeddings (mtmd) between the same text tokens.
+
+Both sides get identical token ids: the prompt is tokenized once by the HF processor and split around its
+image-token run; llama.cpp receives mtmd's embedding rows in that run's place (``decode_image``, written by
+the mmproj side). Only text positions at and after the image are compared (llama.cpp computes no logits for
+image rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmkit.metrics.logits import logit_stats, sequence_agreement
+
+QUESTION = "What is in the picture?"
+
+
+def verify_with_image(model_dir: Path, out_dir: Path, hf_model, llm, n_tokens: int = 16,
+                      verbose: bool = False) -> dict[str, Any]:
+    from vlmkit.gguf.mmproj_verify import test_image
+    from vlmkit.gguf.mtmd import MtmdEncoder, decode_image
+
+    size = int(hf_model.config.vision_config.image_size)
+    image = test_image(size)
+    ids, pixel_values, start, stop = _hf_inputs(model_dir, hf_model, image)
+    with MtmdEncoder(out_dir / "mmproj.gguf", out_dir / "model.gguf", verbose=verbose) as encoder:
+        rows = encoder.encode(image, transformers_layout=True)
+    if rows.shape[0] != stop - start:
+        return {"skipped": f"mtmd gives {rows.shape[0]} image rows, transformers {stop - start}"}
+    hf_out = _greedy_hf(hf_model, ids, pixel_values, n_tokens)
+    prefix, suffix = ids[:start], ids[stop:]
+
+    def feed(tail: list[int]) -> int:
+        llm.reset()
+        llm.eval(prefix)
+        llm.n_tokens = decode_image(llm._ctx.ctx, rows, llm.n_tokens)  # Llama's own position counter
+        first = llm.n_tokens
+        llm.eval(tail)
+        return first
+
+    feed(suffix)
+    ll_out = []
+    for _ in range(n_tokens):
+        ll_out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([ll_out[-1]])
+    tail = suffix + hf_out
+    first = feed(tail)
+    cand = np.array(llm.scores[first:first + len(tail)], dtype=np.float32)
+    ref = _logits_hf(hf_model, ids + hf_out, pixel_values)[stop:]
+    same, first_diff = sequence_agreement(hf_out, ll_out)
+    return {"prompt": QUESTION, "hf_tokens": hf_out, "gguf_tokens": ll_out, "n_same": same,
+            "first_diff": first_diff, "teacher": logit_stats(ref, cand).as_dict()}
+
+
+def _hf_inputs(model_dir: Path, model, image: np.ndarray):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    try:
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    except ValueError:  # no chat template: llava-1.5's format
+        prompt = f"USER: <image>\n{QUESTION} ASSISTANT:"
+    inputs = processor(images=Image.fromarray(image), text=prompt, return_tensors="pt")
+    ids = inputs["input_ids"][0].tolist()
+    token = getattr(model.config, "image_token_id", None) or model.config.image_token_index
+    where = [i for i, t in enumerate(ids) if t == token]
+    return ids, inputs["pixel_values"].float(), where[0], where[-1] + 1
+
+
+def _greedy_hf(model, ids: list[int], pixel_values, n: int) -> list[int]:
+    import torch
+
+    out, past = [], None
+    step, extra = torch.tensor([ids]), {"pixel_values": pixel_values}
+    with torch.no_grad():
+        for _ in range(n):
+            result = model(step, past_key_values=past, use_cache=True, **extra)
+            past, extra = result.past_key_values, {}
+            out.append(int(result.logits[0, -1].argmax()))
+            step = torch.tensor([[out[-1]]])
+    return out
+
+
+def _logits_hf(model, ids: list[int], pixel_values) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids]), pixel_values=pixel_values).logits[0].float().numpy()
