@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
              num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
 SHARD_BYTES = 500 << 20
-DEFAULT_SRC = "/tmp/llama-src/llama_cpp_python-0.3.36/vendor/llama.cpp"
 
 
 def layer_shapes(i: int) -> dict[str, tuple[int, ...]]:
@@ -121,9 +120,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vlmkit-bench"))
-    parser.add_argument("--llama-cpp-src", type=Path, default=Path(DEFAULT_SRC))
+    parser.add_argument("--llama-cpp-src", type=Path, help="llama.cpp tree (default: from the llama-cpp-python sdist)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool; the median time is reported")
     args = parser.parse_args()
+    if args.llama_cpp_src is None:
+        from vlmkit.zoo.llamacpp_source import llama_cpp_source
+
+        args.llama_cpp_src = llama_cpp_source()
     model = build(args.workdir / "llama-1b-f16")
     size = sum(f.stat().st_size for f in model.iterdir())
     subprocess.run(f"cat {model}/*.safetensors > /dev/null", shell=True, check=True)  # same page cache for all

@@ -203,9 +203,11 @@ def test_minilm_is_the_real_model(zoo):
 
 
 def _llama_cpp_pre_tokenizer_source() -> Path | None:
-    roots = [os.environ.get("LLAMA_CPP_SRC", ""), *map(str, Path("/tmp/llama-src").glob("*/vendor/llama.cpp"))]
-    for root in filter(None, roots):
-        for candidate in (Path(root) / "conversion" / "base.py", Path(root) / "convert_hf_to_gguf.py"):
+    from vlmkit.zoo.llamacpp_source import llama_cpp_source
+
+    root = llama_cpp_source()
+    if root is not None:
+        for candidate in (root / "conversion" / "base.py", root / "convert_hf_to_gguf.py"):
             if candidate.is_file() and "chktxt" in candidate.read_text(encoding="utf-8"):
                 return candidate
     return None
@@ -215,7 +217,7 @@ def test_calm2_bpe_is_unknown_to_llama_cpp(zoo):
     """The point of the calm2 replica: llama.cpp's converter has no pre-tokenizer hash for it."""
     source = _llama_cpp_pre_tokenizer_source()
     if source is None:
-        pytest.skip("llama.cpp source (convert_hf_to_gguf) not found; set LLAMA_CPP_SRC")
+        pytest.fail("llama.cpp's converter has no pre-tokenizer table (chktxt) any more")
     text = source.read_text(encoding="utf-8")
     chktxt = next(
         ast.literal_eval(node.value) for node in ast.walk(ast.parse(text))
