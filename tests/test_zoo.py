@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import time
 from hashlib import sha256
 from pathlib import Path

@@ -5,3 +5,10 @@ from vlmkit.errors import CheckpointError, UnsupportedError, VlmkitError
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "UnsupportedError", "VlmkitError", "__version__"]
+
+
+def load(*args, **kwargs):  # noqa: ANN002, ANN003 - see vlmkit.api.load
+    """Load a model for generation (``vlmkit.api.load``); imported lazily so ``import vlmkit`` stays light."""
+    from vlmkit.api import load as _load
+
+    return _load(*args, **kwargs)

@@ -164,7 +164,7 @@ def to_transformers_rows(rows: np.ndarray, llamacpp_rows: list[int], hf_rows: li
     first row (patch 0), giving transformers' N - 1 tokens. When transformers has a token mtmd never
     computes (CLIP: patch 0, llama.cpp #25814) the rows are returned as mtmd orders them: moving the CLS
     row into patch 0's place measured no better on the replicas (logit max |diff| 2.4 vs 1.2)."""
-    (a0, a1), (b0, b1) = llamacpp_rows, hf_rows
+    (a0, a1), (b0, _) = llamacpp_rows, hf_rows
     return rows[a0:a1] if b0 == 0 else rows
 
 
