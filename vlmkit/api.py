@@ -1,0 +1,142 @@
+"""Python API for running a model: ``vlmkit.load(model).generate(prompt, images=[...])``.
+
+``vlmkit run`` is a thin wrapper over this module. The backend is chosen from the files: a GGUF
+file (or a directory holding ``model.gguf``) runs on llama.cpp, an HF directory or hub id on
+transformers; ``backend=`` forces one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.runtime.base import Backend, GenerationResult, Message, SamplingParams
+
+BACKENDS = ("auto", "transformers", "llamacpp")
+
+
+def gguf_files(path: Path) -> tuple[Path, Path | None] | None:
+    """(model.gguf, mmproj.gguf or None) when ``path`` is a GGUF file or a directory with one."""
+    if path.is_file() and path.suffix == ".gguf":
+        mmproj = path.with_name("mmproj.gguf")
+        return path, (mmproj if mmproj.is_file() and mmproj != path else None)
+    if path.is_dir():
+        models = [p for p in sorted(path.glob("*.gguf")) if not p.name.startswith("mmproj")]
+        chosen = path / "model.gguf" if (path / "model.gguf").is_file() else (models[0] if models else None)
+        if chosen is not None:
+            mmproj = path / "mmproj.gguf"
+            return chosen, (mmproj if mmproj.is_file() else None)
+    return None
+
+
+def pick_backend(path: Path, backend: str) -> str:
+    if backend not in BACKENDS:
+        raise VlmkitError(None, f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
+    has_gguf = gguf_files(path) is not None
+    if backend == "auto":
+        is_hf = path.is_dir() and (path / "config.json").is_file()
+        return "llamacpp" if has_gguf and not is_hf else "transformers"
+    if backend == "llamacpp" and not has_gguf:
+        raise UnsupportedError(path, "the llama.cpp backend needs a GGUF file (run `vlmkit convert` first)")
+    if backend == "transformers" and path.is_file() and path.suffix == ".gguf":
+        raise UnsupportedError(path, "the transformers backend needs an HF model directory, not a GGUF file")
+    return backend
+
+
+def open_backend(path: Path, backend: str, device: str, dtype: str | None, threads: int | None,
+                 verbose: bool) -> Backend:
+    if backend == "llamacpp":
+        from vlmkit.runtime.llamacpp_backend import LlamaCppBackend
+
+        if dtype is not None:
+            raise UnsupportedError(path, "--dtype applies to the transformers backend; a GGUF runs at the type "
+                                         "it was converted to (vlmkit convert --dtype ...)")
+        model, mmproj = gguf_files(path)  # type: ignore[misc]
+        return LlamaCppBackend(model, mmproj, device=device, threads=threads, verbose=verbose)
+    from vlmkit.runtime.transformers_backend import TransformersBackend
+
+    return TransformersBackend(path, device=device, dtype=dtype, threads=threads, verbose=verbose)
+
+
+def quiet_libraries() -> None:
+    """Hide transformers' warnings and progress bars, including those of a zoo build that runs
+    while resolving MODEL (before any backend is created)."""
+    import sys
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from vlmkit.runtime.transformers_backend import quiet_transformers
+
+        quiet_transformers(False)
+
+
+class Runner:
+    """A loaded model. ``generate`` returns a GenerationResult, ``stream`` yields text pieces (the
+    result of the last call is then in ``last_result``); ``chat`` keeps a conversation."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.last_result: GenerationResult | None = None
+        self.history: list[Message] = []
+        self.history_images: list[Any] = []
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def generate(self, prompt: str, images: Sequence[Any] = (), **sampling: Any) -> GenerationResult:
+        for _ in self.stream(prompt, images, **sampling):
+            pass
+        assert self.last_result is not None
+        return self.last_result
+
+    def stream(self, prompt: str, images: Sequence[Any] = (), **sampling: Any) -> Iterator[str]:
+        return self._stream(prompt, images, sampling, keep=False)
+
+    def chat(self, prompt: str, images: Sequence[Any] = (), **sampling: Any) -> Iterator[str]:
+        """Like ``stream`` but the turn (and its images) joins ``history`` for the next call."""
+        return self._stream(prompt, images, sampling, keep=True)
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.history_images.clear()
+
+    def _stream(self, prompt: str, images: Sequence[Any], sampling: dict, keep: bool) -> Iterator[str]:
+        from vlmkit.runtime.prompt import assistant_message, load_image, user_message, uses_typed_content
+        from vlmkit.runtime.session import run_generation
+
+        params = SamplingParams.from_kwargs(**sampling)
+        loaded = [load_image(image) for image in images]
+        typed = uses_typed_content(self.backend.chat_template())
+        turn = user_message(prompt, len(loaded), typed)
+        all_images = [*self.history_images, *loaded] if keep else loaded
+        messages = [*self.history, turn] if keep else [turn]
+        self.last_result = yield from run_generation(self.backend, messages, all_images, params)
+        if keep:
+            self.history += [turn, assistant_message(self.last_result.text, typed)]
+            self.history_images = all_images
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", dtype: str | None = None,
+         threads: int | None = None, verbose: bool = False) -> Runner:
+    """Load MODEL ("demo", "zoo:<name>", an HF directory / hub id, or a GGUF file / directory)."""
+    from vlmkit.hub import resolve_model
+
+    if not verbose:
+        quiet_libraries()
+    path = resolve_model(model)
+    chosen = pick_backend(path, backend)
+    return Runner(open_backend(path, chosen, device, dtype, threads, verbose))

@@ -1,0 +1,231 @@
+"""The llama.cpp backend: a GGUF (plus ``mmproj.gguf`` for images) through llama-cpp-python.
+
+The prompt is the GGUF's ``tokenizer.chat_template`` rendered by transformers' own Jinja renderer,
+so both backends see the same text; images go through mtmd (llama.cpp's multimodal library), the
+template's image text (``<image>``) replaced by mtmd's media marker. Sampling uses a sampler chain
+ordered like transformers' logits processors (see ``llamacpp_native.sampler_chain``).
+
+Residual differences from transformers at equal settings: the random draws (std::mt19937 vs torch:
+the same seed gives different samples, each reproducible on its backend), top-k ties (llama.cpp keeps
+exactly k, transformers every logit equal to the k-th), top-p at exactly the boundary, and float
+rounding (ggml's fp16 GELU table and f16 KV cache, mtmd's own image resize, quantized weights).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.runtime import llamacpp_native as native
+from vlmkit.runtime.base import Message, Prompt, SamplingParams
+from vlmkit.runtime.prompt import add_special_tokens, plain_render, render_template, template_image_text
+
+MAX_CTX = 4096  # KV cache cap: a 32k training context would allocate GBs of f16 KV up front
+PREPEND_SCHEME_KEY = "vlmkit.tokenizer.prepend_scheme"
+"""Written by ``vlmkit convert`` for sentencepiece tokenizers whose tokenizer.json has Metaspace
+``prepend_scheme: "first"`` (transformers 5's default): "▁" is prepended only at the very start of
+the text, never after a special token. llama.cpp's ``add_space_prefix`` cannot say that (it prefixes
+every text after a special token), so the backend turns it off and adds the one leading space itself."""
+
+
+def extra_buffers_safe() -> bool:
+    """Whether to let ggml use its "extra" CPU buffer types (AMX, repacked weights).
+
+    On CPUs with AMX (Sapphire Rapids and later) ggml 0.3.36's AMX path segfaults in
+    ``ggml_backend_amx_mul_mat`` for every quantized type (q8_0, q4_0, q4_k_m) on the machines we
+    test on, so it is off there; ``VLMKIT_LLAMACPP_EXTRA_BUFTS=1`` / ``=0`` overrides."""
+    forced = os.environ.get("VLMKIT_LLAMACPP_EXTRA_BUFTS")
+    if forced is not None:
+        return forced not in ("0", "", "false")
+    try:
+        return "amx_int8" not in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+
+
+def gguf_field(path: Path, key: str) -> str | None:
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).get_field(key)
+        return str(field.contents()) if field is not None else None
+    except Exception:  # a corrupt file: llama.cpp's own message says more
+        return None
+
+
+class LlamaCppBackend:
+    """A GGUF model and context; ``mmproj`` enables images through mtmd."""
+
+    name = "llamacpp"
+
+    def __init__(self, model_path: Path, mmproj: Path | None = None, device: str = "auto",
+                 threads: int | None = None, verbose: bool = False):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise UnsupportedError(model_path, "the llama.cpp backend needs llama-cpp-python "
+                                               "(pip install 'vlmkit[llamacpp]')") from None
+        native.install_log(verbose)
+        self.path, self.mmproj_path, self.mtmd = Path(model_path), mmproj, None
+        self.threads = threads or 0
+        self.model = self._load_model(llama_cpp, device)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx = min(llama_cpp.llama_model_n_ctx_train(self.model), MAX_CTX)
+        self.n_batch = min(self.n_ctx, 2048)
+        self.ctx = self._new_context(llama_cpp)
+        self.template = native.meta_str(self.model, "tokenizer.chat_template")
+        self.special = self._special_tokens(llama_cpp)
+        if mmproj is not None:
+            from vlmkit.runtime.llamacpp_mtmd import Mtmd
+
+            try:
+                self.mtmd = Mtmd(mmproj, self.model, use_gpu=self.gpu_layers != 0, threads=self.threads)
+            except Exception:
+                self.close()
+                raise
+
+    def _load_model(self, llama_cpp: Any, device: str) -> Any:
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda"):
+            raise VlmkitError(None, f"unknown device {device!r} (use cpu, cuda or auto)")
+        gpu = llama_cpp.llama_supports_gpu_offload()
+        if device.startswith("cuda") and not gpu:
+            raise UnsupportedError(None, "--device cuda: this llama-cpp-python build has no GPU support")
+        self.gpu_layers = -1 if gpu and device != "cpu" else 0
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self.gpu_layers
+        params.use_extra_bufts = extra_buffers_safe()
+        self.prepend_first = gguf_field(self.path, PREPEND_SCHEME_KEY) == "first"
+        if self.prepend_first:
+            self._overrides = native.kv_overrides({"tokenizer.ggml.add_space_prefix": False})
+            params.kv_overrides = self._overrides
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not model:
+            arch = gguf_field(self.path, "general.architecture") or "?"
+            raise UnsupportedError(self.path, f"llama.cpp cannot load this GGUF (architecture {arch}): "
+                                              f"{native.last_error()}")
+        return model
+
+    def _new_context(self, llama_cpp: Any) -> Any:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = self.n_ctx
+        params.n_ubatch = self.n_batch
+        params.no_perf = True
+        if self.threads:
+            params.n_threads = params.n_threads_batch = self.threads
+        ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not ctx:
+            raise VlmkitError(self.path, f"llama.cpp could not create a context: {native.last_error()}")
+        return ctx
+
+    def _special_tokens(self, llama_cpp: Any) -> dict[str, str]:
+        """bos/eos/unk/pad token strings, the variables transformers hands chat templates."""
+        ids = {"bos_token": llama_cpp.llama_vocab_bos(self.vocab), "eos_token": llama_cpp.llama_vocab_eos(self.vocab),
+               "pad_token": llama_cpp.llama_vocab_pad(self.vocab)}
+        texts = {name: native.token_text(self.vocab, token) for name, token in ids.items()}
+        return {name: text for name, text in texts.items() if text is not None}
+
+    def chat_template(self) -> str | None:
+        return self.template
+
+    def render(self, messages: Sequence[Message], n_images: int = 0) -> str:
+        marker = self.mtmd.marker if self.mtmd is not None else "<image>"
+        if self.template is None:
+            return plain_render(messages, marker)
+        text = render_template(self.template, messages, self.special)
+        if n_images and self.image_text is None:
+            raise UnsupportedError(self.path, "the GGUF's chat template has no place for images")
+        return text.replace(self.image_text, marker) if n_images else text
+
+    @property
+    def image_text(self) -> str | None:
+        """What the chat template writes for an image (``<image>``), replaced by mtmd's marker."""
+        if self.template is None:
+            return None
+        if not hasattr(self, "_image_text"):
+            self._image_text = template_image_text(self.template, self.special)
+        return self._image_text
+
+    def prepare(self, messages: Sequence[Message], images: Sequence[Any]) -> Prompt:
+        if images and self.mtmd is None:
+            raise UnsupportedError(self.path, "images need the model's mmproj.gguf beside it (vlmkit convert "
+                                              "writes one for VLMs); none found")
+        text = self.render(messages, len(images))
+        special = add_special_tokens(text, self.special.get("bos_token"), self.template is not None,
+                                     self.mtmd is not None)
+        raw = self.llama_text(text)
+        if self.mtmd is not None:
+            chunks = self.mtmd.tokenize(raw, images, special, self.image_text or "<image>")
+            prompt = Prompt(text=text, n_tokens=chunks.n_positions, payload=chunks)
+        else:
+            tokens = native.tokenize(self.vocab, raw, special)  # == self.tokenize(text, special)
+            prompt = Prompt(text=text, n_tokens=len(tokens), payload=tokens)
+        if prompt.n_tokens >= self.n_ctx:
+            raise VlmkitError(None, f"the prompt is {prompt.n_tokens} tokens, longer than the context "
+                                    f"of {self.n_ctx} tokens")
+        return prompt
+
+    def llama_text(self, text: str) -> str:
+        """The text handed to llama.cpp's tokenizer: with ``prepend_scheme: "first"`` one leading space
+        when the text opens with plain text (transformers' Metaspace adds "▁" only there)."""
+        if self.prepend_first and not native.starts_with_special(self.vocab, text):
+            return " " + text
+        return text
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return native.tokenize(self.vocab, self.llama_text(text), add_special)
+
+    def _evaluate(self, prompt: Prompt) -> list[int]:
+        """Fill the KV cache with the prompt; return the token ids seen (for the penalty window)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+        if isinstance(prompt.payload, list):
+            native.decode_tokens(self.ctx, prompt.payload, self.n_batch)
+            return prompt.payload
+        return self.mtmd.evaluate(prompt.payload, self.ctx, self.n_batch)
+
+    def generate_ids(self, prompt: Prompt, params: SamplingParams) -> Iterator[int]:
+        import llama_cpp
+
+        seen = self._evaluate(prompt)
+        chain = native.sampler_chain(self.n_vocab, self.n_ctx, params)
+        try:
+            for token in seen:
+                llama_cpp.llama_sampler_accept(chain, token)
+            budget = min(params.max_new_tokens, self.n_ctx - prompt.n_tokens)
+            for step in range(budget):
+                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    return
+                yield token
+                if step + 1 < budget:
+                    native.decode_tokens(self.ctx, [token], 1)
+        finally:
+            llama_cpp.llama_sampler_free(chain)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return native.detokenize(self.vocab, ids)
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.mtmd is not None:
+            self.mtmd.close()
+            self.mtmd = None
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+

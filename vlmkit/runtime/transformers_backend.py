@@ -1,0 +1,233 @@
+"""The transformers backend: an HF model directory run with ``model.generate()``.
+
+Generation is transformers' own ``generate()`` (so greedy tokens are exactly the reference); a
+streamer running it in a worker thread hands token ids out one at a time, the pattern of
+transformers' ``TextIteratorStreamer``, which we cannot use directly because it yields text and
+we need ids (stop strings and token counts are handled above the backend, once for both backends).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.runtime.base import Message, Prompt, SamplingParams
+from vlmkit.runtime.prompt import add_special_tokens, plain_render
+
+# Model types whose processor builds the whole prompt itself (image tokens + BOS + text + "\n" for
+# PaliGemma): a chat template or an <image> placeholder in the text would double them.
+PROCESSOR_BUILDS_PROMPT = {"paligemma"}
+
+DTYPES = {"f32": "float32", "fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+          "f16": "float16", "fp16": "float16", "float16": "float16", "auto": "auto"}
+
+
+def quiet_transformers(verbose: bool) -> None:
+    """transformers prints loading reports, progress bars and generation-flag warnings: hide them."""
+    import transformers
+
+    if verbose:
+        return
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError(None, "--device cuda: this torch build sees no CUDA device")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise VlmkitError(None, f"unknown device {device!r} (use cpu, cuda or auto)")
+    return device
+
+
+def pick_dtype(dtype: str | None) -> Any:
+    import torch
+
+    name = DTYPES.get((dtype or "auto").lower())
+    if name is None:
+        raise VlmkitError(None, f"unknown dtype {dtype!r} (use {', '.join(sorted(DTYPES))})")
+    return name if name == "auto" else getattr(torch, name)
+
+
+def model_class(path: Path) -> tuple[Any, bool]:
+    """(auto class, is_vlm) for the checkpoint, or a one-line UnsupportedError; no remote code runs."""
+    import transformers
+    from transformers.models.auto import modeling_auto as auto
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise VlmkitError(path, "no config.json: not a Hugging Face model directory (or pass a GGUF file)")
+    raw = json.loads(config_file.read_text())
+    arch = ", ".join(raw.get("architectures") or [raw.get("model_type", "?")])
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (ValueError, KeyError) as error:
+        reason = (str(error).split(". ")[0] or error.__class__.__name__).strip()
+        raise UnsupportedError(config_file, f"transformers cannot run architecture {arch} ({reason})") from None
+    model_type = config.model_type
+    if model_type in auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return transformers.AutoModelForImageTextToText, True
+    encoder_only = model_type in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not encoder_only:
+        return transformers.AutoModelForCausalLM, False
+    raise UnsupportedError(config_file, f"architecture {arch} is not a text-generation model (encoder-only "
+                                        f"or without a language-model head)")
+
+
+class _IdStreamer:
+    """A transformers streamer that queues generated ids (the first ``put`` is the prompt: skipped)."""
+
+    def __init__(self) -> None:
+        self.ids: queue.Queue[Any] = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.ids.put(int(token))
+
+    def end(self) -> None:
+        self.ids.put(None)
+
+
+class TransformersBackend:
+    """An HF checkpoint loaded with its Auto class, processor or tokenizer, on one device."""
+
+    name = "transformers"
+
+    def __init__(self, path: Path, device: str = "auto", dtype: str | None = None, threads: int | None = None,
+                 verbose: bool = False):
+        import torch
+
+        quiet_transformers(verbose)
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = Path(path)
+        auto_class, self.is_vlm = model_class(self.path)
+        self.device = pick_device(device)
+        self.processor = self._load_processor()
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.model = auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
+        self.raw_prompt = self.model.config.model_type in PROCESSOR_BUILDS_PROMPT
+        text_config = self.model.config.get_text_config()
+        self.n_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 20)
+
+    def _load_processor(self) -> Any:
+        import transformers
+
+        try:
+            if self.is_vlm:
+                return transformers.AutoProcessor.from_pretrained(self.path)
+            return transformers.AutoTokenizer.from_pretrained(self.path)
+        except (OSError, ValueError) as error:
+            raise VlmkitError(self.path, f"cannot load the tokenizer/processor: {error}") from None
+
+    def chat_template(self) -> str | None:
+        if self.raw_prompt:
+            return None
+        return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+
+    @property
+    def image_placeholder(self) -> str:
+        return getattr(self.processor, "image_token", None) or "<image>"
+
+    def render(self, messages: Sequence[Message], n_images: int = 0) -> str:
+        if self.chat_template() is None:
+            return plain_render(messages, "" if self.raw_prompt else self.image_placeholder)
+        return self.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    def prepare(self, messages: Sequence[Message], images: Sequence[Any]) -> Prompt:
+        if images and not self.is_vlm:
+            raise UnsupportedError(self.path, "this is a text-only model: it cannot take images")
+        text = self.render(messages, len(images))
+        special = add_special_tokens(text, self.tokenizer.bos_token, self.chat_template() is not None, self.is_vlm)
+        if self.is_vlm:
+            inputs = self.processor(images=list(images) or None, text=text, add_special_tokens=special,
+                                    return_tensors="pt")
+        else:
+            inputs = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")
+        n_tokens = int(inputs["input_ids"].shape[1])
+        if n_tokens >= self.n_ctx:
+            raise VlmkitError(None, f"the prompt is {n_tokens} tokens, longer than the context "
+                                    f"of {self.n_ctx} tokens")
+        return Prompt(text=text, n_tokens=n_tokens, payload=inputs.to(self.device))
+
+    def generation_config(self, params: SamplingParams, n_prompt: int) -> Any:
+        """A fresh GenerationConfig: the checkpoint's generation_config.json defaults (top_k=50, ...)
+        would otherwise change what our flags mean."""
+        from transformers import GenerationConfig
+
+        defaults = self.model.generation_config
+        eos = defaults.eos_token_id if defaults.eos_token_id is not None else self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        sampling = {} if params.greedy else {"temperature": params.temperature, "top_k": params.top_k,
+                                             "top_p": params.top_p}
+        return GenerationConfig(
+            max_new_tokens=min(params.max_new_tokens, self.n_ctx - n_prompt), do_sample=not params.greedy,
+            repetition_penalty=params.repetition_penalty, eos_token_id=eos,
+            pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos),
+            bos_token_id=defaults.bos_token_id, **sampling)
+
+    def eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+    def generate_ids(self, prompt: Prompt, params: SamplingParams) -> Iterator[int]:
+        import torch
+        from transformers import StoppingCriteria
+
+        cancel = threading.Event()
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        streamer, errors = _IdStreamer(), []
+        config = self.generation_config(params, prompt.n_tokens)
+
+        def work() -> None:
+            try:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    self.model.generate(**prompt.payload, generation_config=config, streamer=streamer,
+                                        stopping_criteria=[Cancelled()])
+            except Exception as error:  # re-raised in the consuming thread
+                errors.append(error)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from self._drain(streamer, errors, cancel, thread)
+
+    def _drain(self, streamer: _IdStreamer, errors: list, cancel: threading.Event,
+               thread: threading.Thread) -> Iterator[int]:
+        eos = self.eos_ids()
+        try:
+            while (token := streamer.ids.get()) is not None:
+                if token in eos:
+                    break
+                yield token
+        finally:
+            cancel.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def close(self) -> None:
+        self.model = None
