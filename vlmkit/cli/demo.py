@@ -1,0 +1,145 @@
+"""``vlmkit demo``: the built-in demo VLM answering questions about a freshly drawn scene.
+
+Sub-commands: ``score`` (MME table on the test split or any VQA set), ``data`` (write a split in the
+documented jsonl + images format), ``train`` (retrain the demo model from scratch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vlmkit.cli import app
+
+demo_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.callback()
+def demo(
+    ctx: typer.Context,
+    seed: Optional[int] = typer.Option(None, help="Scene seed (default: a new random one each run)."),
+    model: str = typer.Option("demo", help="Model directory or 'demo' (the built-in one)."),
+    out: Optional[Path] = typer.Option(None, help="Where to save the PNG (default: a temp file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Draw a new scene, ask the demo VLM about it in English and Japanese, show its answers.
+
+    Sub-commands: score (MME table), data (write the dataset), train (retrain from scratch).
+
+    Example: vlmkit demo --seed 7
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from vlmkit.demo.showcase import run_demo
+
+    result = run_demo(seed=seed, model=model, out=out)
+    answers = result["answers"]
+    if as_json:
+        rows = [{"question": a.question, "answer": a.said, "truth": a.truth, "correct": a.correct,
+                 "category": a.category, "lang": a.lang} for a in answers]
+        typer.echo(json.dumps({"seed": result["seed"], "image": str(result["image"]), "answers": rows},
+                              ensure_ascii=False, indent=2))
+        return
+    _print_demo(result)
+
+
+def _print_demo(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"scene (seed {result['seed']}) saved to [bold]{result['image']}[/bold]")
+    table = Table(title="demo VLM answers")
+    for column in ("question", "model", "truth", ""):
+        table.add_column(column)
+    for a in result["answers"]:
+        table.add_row(a.question, a.said, a.truth, "[green]✓[/green]" if a.correct else "[red]✗[/red]")
+    console.print(table)
+    right = sum(a.correct for a in result["answers"])
+    console.print(f"{right}/{len(result['answers'])} correct")
+
+
+@demo_app.command("score")
+def score_cmd(
+    model: str = typer.Argument("demo", help="Model directory, hub id or 'demo'."),
+    split: str = typer.Option("test", help="Demo split to score: test or train."),
+    n: Optional[int] = typer.Option(None, help="Number of images (default: the full test split, 200)."),
+    data: Optional[Path] = typer.Option(None, help="Score a VQA set in the jsonl format instead of a demo split."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (with every prediction)."),
+) -> None:
+    """MME table (acc, acc+, score per category) from greedy transformers answers.
+
+    Example: vlmkit demo score            # reproduces the README table
+    Example: vlmkit demo score demo --data my_set/ --json
+    """
+    from vlmkit.demo.evaluate import evaluate, set_questions, split_questions
+
+    questions = set_questions(data) if data else split_questions(split, n)
+    result = evaluate(questions, model)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    _print_scores(result, str(data) if data else f"demo {split} split")
+
+
+def _print_scores(result: dict, source: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"MME-style scores on the {source}")
+    for column in ("category", "questions", "acc", "acc+", "score", "acc en", "acc ja"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for c in sorted(result["categories"], key=lambda c: c["kind"] != "yes/no"):  # MME categories first
+        langs = result["by_lang"].get(c["category"], {})
+        table.add_row(c["category"], str(c["questions"]), f"{c['acc']:.2f}", _num(c["acc_plus"]), _num(c["score"]),
+                      _num(langs.get("en")), _num(langs.get("ja")))
+    table.add_row("total (yes/no)", "", "", "", f"{result['total']:.2f} / {result['total_max']}", "", "")
+    Console().print(table)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@demo_app.command("data")
+def data_cmd(
+    out: Path = typer.Option(..., help="New directory for questions.jsonl and images/."),
+    split: str = typer.Option("test", help="train or test."),
+    n: int = typer.Option(200, help="Number of images (3 questions each)."),
+    seed: int = typer.Option(0, help="Split seed (the test split the README scores is seed 0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the jsonl path as JSON."),
+) -> None:
+    """Write a demo split as a VQA set: questions.jsonl (question_id, image, question, answer, category, lang) + images/.
+
+    Example: vlmkit demo data --out /tmp/demo-test --split test --n 200
+    """
+    from vlmkit.demo.dataset import write_split
+    from vlmkit.errors import VlmkitError
+
+    if split not in ("train", "test"):
+        raise VlmkitError(None, f"--split must be train or test, not {split!r}")
+    path = write_split(out, split, n, seed)
+    typer.echo(json.dumps({"jsonl": str(path)}) if as_json else f"wrote {path}")
+
+
+@demo_app.command("train")
+def train_cmd(
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: the package's demo weights)."),
+    seed: int = typer.Option(0, help="Training seed; the same seed gives the same weights."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the shipped recipe)."),
+) -> None:
+    """Retrain the demo VLM from scratch on CPU (2 threads; about 15-30 minutes).
+
+    Example: vlmkit demo train --out /tmp/demo-retrained
+    """
+    from vlmkit.demo.train import Recipe, default_out, train
+
+    recipe = Recipe(seed=seed) if steps is None else Recipe(seed=seed, steps=steps)
+    train(out or default_out(), recipe)

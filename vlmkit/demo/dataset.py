@@ -1,0 +1,73 @@
+"""The demo's train / test splits: seeded scenes, each with one MME yes/no pair and one open question.
+
+Every image is drawn from its own ``random.Random`` seeded by (split, seed, index), so an item never
+depends on how many others were asked for, and train and test come from disjoint seed strings: the
+test split is never trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from vlmkit.demo.questions import LANGS, OPEN, QA, YES_NO_CATEGORIES, yes_no_pair
+from vlmkit.demo.scenes import Scene, random_scene, render
+
+SPLITS = ("train", "test")
+TEST_IMAGES = 200  # 50 per MME category: scoring stays well under two minutes
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    scene: Scene
+    image: Image.Image
+    questions: tuple[QA, ...]  # the Yes question, the No question, then one open question
+
+    @property
+    def question_id(self) -> str:
+        return f"{self.index:06d}"
+
+
+def scene_rng(split: str, index: int, seed: int = 0) -> random.Random:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return random.Random(f"vlmkit-demo/{split}/{seed}/{index}")
+
+
+def make_item(split: str, index: int, seed: int = 0) -> Item:
+    """Image ``index`` gets the MME category ``index % 4`` and alternates English / Japanese."""
+    rng = scene_rng(split, index, seed)
+    scene = random_scene(rng)
+    category = YES_NO_CATEGORIES[index % len(YES_NO_CATEGORIES)]
+    lang = LANGS[(index // len(YES_NO_CATEGORIES)) % len(LANGS)]
+    open_kind = list(OPEN.values())[(index // (len(YES_NO_CATEGORIES) * len(LANGS))) % len(OPEN)]
+    questions = (*yes_no_pair(scene, rng, category, lang), open_kind(scene, rng, lang))
+    return Item(index, scene, render(scene), questions)
+
+
+def make_split(split: str = "test", n: int = TEST_IMAGES, seed: int = 0) -> list[Item]:
+    return [make_item(split, i, seed) for i in range(n)]
+
+
+def records(items: list[Item]) -> list[tuple[dict, Image.Image | None]]:
+    """Rows in the :mod:`vlmkit.data.vqa` format; yes/no pairs share the image's question_id."""
+    rows: list[tuple[dict, Image.Image | None]] = []
+    for item in items:
+        path = f"images/{item.question_id}.png"
+        for k, qa in enumerate(item.questions):
+            qid = item.question_id if k < 2 else f"{item.question_id}-open"
+            row = {"question_id": qid, "image": path, "question": qa.question, "answer": qa.answer,
+                   "category": qa.category, "lang": qa.lang}
+            rows.append((row, item.image if k == 0 else None))
+    return rows
+
+
+def write_split(out: str | os.PathLike, split: str = "test", n: int = TEST_IMAGES, seed: int = 0) -> Path:
+    from vlmkit.data import write_vqa
+
+    return write_vqa(out, records(make_split(split, n, seed)))

@@ -1,0 +1,138 @@
+"""English and Japanese questions about a scene, with their true answers.
+
+MME style for the yes/no categories (existence, count, color, position): for each image one question
+whose answer is Yes and one whose answer is No. Free-form categories (open_color, open_count,
+open_position) have short answers: "red" / 「赤」, "3", "top left" / 「左上」.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from vlmkit.demo.scenes import COLORS, MAX_OBJECTS, QUADRANTS, SHAPES, Scene, Shape
+
+YES_NO_CATEGORIES = ("existence", "count", "color", "position")
+OPEN_CATEGORIES = ("open_color", "open_count", "open_position")
+LANGS = ("en", "ja")
+YES = {"en": "Yes", "ja": "はい"}
+NO = {"en": "No", "ja": "いいえ"}
+
+JA_COLOR = {"red": "赤", "green": "緑", "blue": "青", "yellow": "黄色", "purple": "紫"}
+JA_COLOR_ADJ = {"red": "赤い", "green": "緑の", "blue": "青い", "yellow": "黄色い", "purple": "紫の"}
+JA_SHAPE = {"circle": "円", "square": "四角", "triangle": "三角"}
+JA_QUADRANT = {"top left": "左上", "top right": "右上", "bottom left": "左下", "bottom right": "右下"}
+JA_SIDE = {"left": "左側", "right": "右側", "top": "上側", "bottom": "下側"}
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str
+    category: str
+    lang: str
+
+
+def _name(obj_color: str, shape: str, lang: str) -> str:
+    return f"{obj_color} {shape}" if lang == "en" else f"{JA_COLOR_ADJ[obj_color]}{JA_SHAPE[shape]}"
+
+
+def existence(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
+    if yes:
+        obj = rng.choice(scene.objects)
+        color, shape = obj.color, obj.shape
+    else:
+        color, shape = _absent_pair(scene, rng)
+    q = (f"Is there a {color} {shape} in the image?" if lang == "en"
+         else f"画像に{_name(color, shape, lang)}はありますか？")
+    return QA(q, (YES if yes else NO)[lang], "existence", lang)
+
+
+def _absent_pair(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """Half of the negatives share a color or a shape with a present object (so binding matters)."""
+    absent = [(c, s) for c in COLORS for s in SHAPES if scene.find(c, s) is None]
+    near = [(c, s) for c, s in absent if any(o.color == c or o.shape == s for o in scene.objects)]
+    return rng.choice(near if near and rng.random() < 0.5 else absent)
+
+
+def count(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
+    n = len(scene.objects)
+    if not yes:
+        n = rng.choice([k for k in range(1, MAX_OBJECTS + 1) if k != n])
+    en = "Is there 1 shape in the image?" if n == 1 else f"Are there {n} shapes in the image?"
+    q = en if lang == "en" else f"画像に図形は{n}個ありますか？"
+    return QA(q, (YES if yes else NO)[lang], "count", lang)
+
+
+def _unique_shape_object(scene: Scene, rng: random.Random) -> Shape:
+    return rng.choice([o for o in scene.objects if len(scene.with_shape(o.shape)) == 1])
+
+
+def color(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
+    obj = _unique_shape_object(scene, rng)
+    asked = obj.color if yes else rng.choice([c for c in COLORS if c != obj.color])
+    q = f"Is the {obj.shape} {asked}?" if lang == "en" else f"{JA_SHAPE[obj.shape]}は{JA_COLOR[asked]}ですか？"
+    return QA(q, (YES if yes else NO)[lang], "color", lang)
+
+
+def position(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
+    obj = rng.choice(scene.objects)
+    side = obj.horizontal if rng.random() < 0.5 else obj.vertical
+    asked = side if yes else OPPOSITE[side]
+    if lang == "en":
+        q = f"Is the {obj.color} {obj.shape} {'on the' if asked in ('left', 'right') else 'at the'} {asked}?"
+    else:
+        q = f"{_name(obj.color, obj.shape, lang)}は{JA_SIDE[asked]}にありますか？"
+    return QA(q, (YES if yes else NO)[lang], "position", lang)
+
+
+def open_color(scene: Scene, rng: random.Random, lang: str) -> QA:
+    obj = _unique_shape_object(scene, rng)
+    if lang == "en":
+        return QA(f"What color is the {obj.shape}?", obj.color, "open_color", lang)
+    return QA(f"{JA_SHAPE[obj.shape]}は何色ですか？", JA_COLOR[obj.color], "open_color", lang)
+
+
+def open_count(scene: Scene, rng: random.Random, lang: str) -> QA:
+    q = "How many shapes are there?" if lang == "en" else "図形はいくつありますか？"
+    return QA(q, str(len(scene.objects)), "open_count", lang)
+
+
+def open_position(scene: Scene, rng: random.Random, lang: str) -> QA:
+    obj = rng.choice(scene.objects)
+    where = QUADRANTS[obj.quadrant]
+    if lang == "en":
+        return QA(f"Where is the {obj.color} {obj.shape}?", where, "open_position", lang)
+    return QA(f"{_name(obj.color, obj.shape, lang)}はどこにありますか？", JA_QUADRANT[where], "open_position", lang)
+
+
+YES_NO = {"existence": existence, "count": count, "color": color, "position": position}
+OPEN = {"open_color": open_color, "open_count": open_count, "open_position": open_position}
+
+
+def yes_no_pair(scene: Scene, rng: random.Random, category: str, lang: str) -> tuple[QA, QA]:
+    """The MME pair for one image: the Yes question, then the No question."""
+    make = YES_NO[category]
+    return make(scene, rng, True, lang), make(scene, rng, False, lang)
+
+
+def random_qa(scene: Scene, rng: random.Random) -> QA:
+    """One question of any kind, for training: yes/no categories weighted like open ones x2."""
+    lang = rng.choice(LANGS)
+    kinds = list(YES_NO) * 2 + list(OPEN)
+    kind = rng.choice(kinds)
+    if kind in YES_NO:
+        return YES_NO[kind](scene, rng, rng.random() < 0.5, lang)
+    return OPEN[kind](scene, rng, lang)
+
+
+def corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
+    """Every question and answer template instantiated on ``scenes`` (tokenizer training text)."""
+    texts: list[str] = []
+    for scene in scenes:
+        for lang in LANGS:
+            for category in YES_NO:
+                texts += [f"{qa.question} {qa.answer}" for qa in yes_no_pair(scene, rng, category, lang)]
+            texts += [f"{make(scene, rng, lang).question} {make(scene, rng, lang).answer}" for make in OPEN.values()]
+    return texts

@@ -1,0 +1,1 @@
+"""Evaluation metrics (MME scoring in :mod:`vlmkit.metrics.mme`)."""
