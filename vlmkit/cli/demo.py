@@ -72,17 +72,23 @@ def score_cmd(
     split: str = typer.Option("test", help="Demo split to score: test or train."),
     n: Optional[int] = typer.Option(None, help="Number of images (default: the full test split, 200)."),
     data: Optional[Path] = typer.Option(None, help="Score a VQA set in the jsonl format instead of a demo split."),
+    backend: str = typer.Option("auto", help="auto (GGUF -> llamacpp, else transformers), transformers or llamacpp."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with every prediction)."),
 ) -> None:
-    """MME table (acc, acc+, score per category) from greedy transformers answers.
+    """MME table (acc, acc+, score per category) from greedy answers.
 
     Example: vlmkit demo score            # reproduces the README table
+    Example: vlmkit convert demo --out q8 --dtype q8_0 && vlmkit demo score q8    # the same through llama.cpp
     Example: vlmkit demo score demo --data my_set/ --json
     """
+    from vlmkit.api import gguf_files
     from vlmkit.demo.evaluate import evaluate, set_questions, split_questions
+    from vlmkit.hub import resolve_model
 
+    if backend == "auto":
+        backend = "llamacpp" if gguf_files(resolve_model(model)) is not None else "transformers"
     questions = set_questions(data) if data else split_questions(split, n)
-    result = evaluate(questions, model)
+    result = evaluate(questions, model, backend=backend)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return

@@ -88,11 +88,33 @@ def set_questions(path: str | os.PathLike) -> list[Question]:
     return questions
 
 
-def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=None, processor=None) -> dict:
-    """Scores (see :func:`vlmkit.metrics.mme.score`) plus per-language accuracy and every prediction."""
-    if net is None:
-        net, processor = load(model)
-    said = answer(net, processor, [q.image for q in questions], [q.question for q in questions])
+def answer_with_runner(model: str | os.PathLike, images: list[Image.Image], questions: list[str],
+                       backend: str = "auto", max_new_tokens: int = 8) -> list[str]:
+    """Greedy answers one question at a time through :func:`vlmkit.load` (any backend, e.g. a GGUF on
+    llama.cpp), the same chat template and image placement as ``vlmkit run``."""
+    from vlmkit.api import load as load_runner
+
+    runner = load_runner(model, backend=backend)
+    try:
+        return [runner.generate(q, images=[img], max_new_tokens=max_new_tokens).text.strip()
+                for img, q in zip(images, questions)]
+    finally:
+        runner.close()
+
+
+def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=None, processor=None,
+             backend: str = "transformers") -> dict:
+    """Scores (see :func:`vlmkit.metrics.mme.score`) plus per-language accuracy and every prediction.
+
+    ``backend="transformers"`` batches through ``generate``; any other backend (``llamacpp``, ``auto``
+    for a GGUF directory) answers through :func:`vlmkit.load`."""
+    images, texts = [q.image for q in questions], [q.question for q in questions]
+    if backend != "transformers":
+        said = answer_with_runner(model, images, texts, backend)
+    else:
+        if net is None:
+            net, processor = load(model)
+        said = answer(net, processor, images, texts)
     preds = [Prediction(q.question_id, q.category, q.answer, s) for q, s in zip(questions, said)]
     result = score(preds)
     result["by_lang"] = _by_lang(questions, preds)
