@@ -134,3 +134,30 @@ def test_f32_greedy_tokens_with_an_image_match_transformers(f32_results, name):
     assert image["first_diff"] is None, image
     assert image["teacher"]["same_top1"] == 1.0
     assert image["teacher"]["mean_kld"] <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["llama", "llava-clip", "llava-calm2-siglip", "vila"])
+def test_tokenizer_facts_llama_cpp_cannot_infer_are_written(zoo, tmp_path, name):
+    """What llama.cpp needs to tokenize like transformers, read back with gguf-py: add_bos/add_eos as the
+    HF tokenizer actually behaves, vlmkit's prepend_scheme key for Metaspace "first", and every added
+    token (llava's <image>) under its own text, not a "[PAD<id>]" filler."""
+    from transformers import AutoTokenizer
+
+    from vlmkit.gguf.tokenizer import KEY_PREPEND_SCHEME, tokenizer_dir
+
+    tok_dir = tokenizer_dir(_zoo_dir(zoo, name))
+    hf = AutoTokenizer.from_pretrained(tok_dir)
+    result = convert(_zoo_dir(zoo, name), tmp_path / "out", dtype="f32", verify=False)
+    fields = gguf.GGUFReader(result.model_path).fields
+    with_special, plain = hf("a")["input_ids"], hf("a", add_special_tokens=False)["input_ids"]
+    assert fields["tokenizer.ggml.add_bos_token"].contents() == (with_special[:1] == [hf.bos_token_id] != plain[:1])
+    assert fields["tokenizer.ggml.add_eos_token"].contents() == (with_special[-1:] == [hf.eos_token_id] != plain[-1:])
+    pre = json.loads((tok_dir / "tokenizer.json").read_text())["pre_tokenizer"]
+    first = pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first"
+    assert first == (name != "llava-calm2-siglip")
+    assert (KEY_PREPEND_SCHEME in fields and fields[KEY_PREPEND_SCHEME].contents()) == (first and "first")
+    vocab = fields["tokenizer.ggml.tokens"].contents()
+    added = {t.content: i for i, t in hf.added_tokens_decoder.items()}
+    assert added and all(vocab[i] == text for text, i in added.items()), added
+    if name.startswith("llava"):
+        assert vocab[hf.convert_tokens_to_ids("<image>")] == "<image>"

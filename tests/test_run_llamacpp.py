@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 import vlmkit
@@ -15,55 +13,14 @@ pytestmark = pytest.mark.llamacpp
 PROMPTS = ["Tell me a story about a red square.", "赤い四角と青い丸の話をしてください。", "the the the the the"]
 
 
-def gguf_as_convert_should(model_dir, gguf_path):
-    """Until `vlmkit convert` records them (see /tmp/team/notes-run-helper.md), write the two tokenizer
-    facts llama.cpp needs to tokenize like transformers: whether the HF tokenizer adds BOS, and
-    Metaspace ``prepend_scheme: "first"``. A no-op when the converter already wrote the right values."""
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    add_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-    pre = json.loads((model_dir / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
-    want = {"tokenizer.ggml.add_bos_token": add_bos}
-    if pre.get("type") == "Metaspace" and pre.get("prepend_scheme") == "first":
-        want["vlmkit.tokenizer.prepend_scheme"] = "first"
-    reader = GGUFReader(gguf_path)
-    if all(k in reader.fields and reader.fields[k].contents() == v for k, v in want.items()):
-        return gguf_path
-    out = gguf_path.with_name("patched-" + gguf_path.name)
-    writer = GGUFWriter(out, arch=reader.get_field("general.architecture").contents())
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture" or name in want:
-            continue
-        kind = field.types[0]
-        sub = {"sub_type": field.types[-1]} if kind == GGUFValueType.ARRAY else {}
-        writer.add_key_value(name, field.contents(), kind, **sub)
-    for key, value in want.items():
-        writer.add_bool(key, value) if isinstance(value, bool) else writer.add_string(key, value)
-    for t in reader.tensors:
-        writer.add_tensor_info(t.name, [int(x) for x in reversed(t.shape)], t.data.dtype, t.data.nbytes,
-                               raw_dtype=t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        writer.write_tensor_data(t.data)
-    writer.close()
-    out.replace(gguf_path)
-    return gguf_path
-
-
 @pytest.fixture(scope="module")
 def pair(request, tmp_path_factory):
     """(llama.cpp runner on an f32 GGUF, transformers runner on the same zoo model at f32)."""
     from vlmkit.convert import convert
-    from vlmkit.zoo import build
 
     name = request.param
     out = tmp_path_factory.mktemp(name) / "gguf"
-    result = convert(f"zoo:{name}", out, dtype="f32", verify=False)
-    gguf_as_convert_should(build(name), result.model_path)
+    convert(f"zoo:{name}", out, dtype="f32", verify=False)
     gguf = vlmkit.load(out, device="cpu", threads=2)
     hf = vlmkit.load(f"zoo:{name}", dtype="f32", device="cpu")
     assert gguf.name == "llamacpp" and hf.name == "transformers"
@@ -166,15 +123,33 @@ def test_llava_gguf_with_image_runs_through_mtmd(tmp_path):
     from skimage import data
 
     from vlmkit.convert import convert
-    from vlmkit.zoo import build
 
     result = convert("zoo:llava-clip", tmp_path / "gguf", dtype="f32", verify=False)
-    if result.mmproj_path is None:
-        pytest.skip("vlmkit convert wrote no mmproj for llava-clip")
-    gguf_as_convert_should(build("llava-clip"), result.model_path)
+    assert result.mmproj_path is not None
     image = Image.fromarray(data.astronaut())
     with vlmkit.load(tmp_path / "gguf") as gguf, vlmkit.load("zoo:llava-clip", dtype="f32") as hf:
         ours = gguf.generate("What is in the picture?", images=[image], max_new_tokens=8)
         ref = hf.generate("What is in the picture?", images=[image], max_new_tokens=8)
         assert ours.prompt_tokens == ref.prompt_tokens > gguf.generate("hi", max_new_tokens=1).prompt_tokens + 8
         assert ours.token_ids == ref.token_ids and ours.completion_tokens == 8
+
+
+def test_siglip_default_strategy_feeds_transformers_image_rows(tmp_path):
+    """llava-calm2-siglip: SigLIP has no CLS, yet "default" feature select drops patch 0, so transformers
+    has 15 image tokens where mtmd makes 16. The backend feeds transformers' rows (the mmproj's row map):
+    same prompt length and greedy tokens as transformers."""
+    from PIL import Image
+    from skimage import data
+
+    from vlmkit.convert import convert
+
+    result = convert("zoo:llava-calm2-siglip", tmp_path / "gguf", dtype="f32", verify=False)
+    assert result.mmproj_path is not None
+    with vlmkit.load(tmp_path / "gguf", device="cpu", threads=2) as gguf, \
+            vlmkit.load("zoo:llava-calm2-siglip", dtype="f32", device="cpu") as hf:
+        size = hf.backend.model.config.vision_config.image_size
+        image = Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC)
+        ours = gguf.generate("What is in the picture?", images=[image], max_new_tokens=16)
+        ref = hf.generate("What is in the picture?", images=[image], max_new_tokens=16)
+        assert ours.prompt_tokens == ref.prompt_tokens  # mtmd's own count is one more
+        assert ours.token_ids == ref.token_ids and ours.completion_tokens == 16

@@ -3,7 +3,6 @@ the terminal unless the user asked for ``--verbose``."""
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 
@@ -21,16 +20,8 @@ def quiet_transformers(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message=".*torchvision.*")
 
 
-@functools.cache
 def quiet_llamacpp() -> None:
-    """Route llama.cpp's C-side logging to a no-op callback (kept alive for the process)."""
-    import ctypes
+    """llama.cpp's and mtmd's C-side logs kept off the terminal (``vlmkit.gguf.llamacpp`` owns the route)."""
+    from vlmkit.gguf.llamacpp import llama_cpp_quiet
 
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def _drop(level, text, user_data):  # noqa: ARG001
-        return None
-
-    llama_cpp.llama_log_set(_drop, ctypes.c_void_p(0))
-    quiet_llamacpp.callback = _drop  # keep a reference: ctypes would free it otherwise
+    llama_cpp_quiet(False)

@@ -1,8 +1,29 @@
-"""Import llama-cpp-python with its log flood hidden (llama.cpp prints every loaded tensor)."""
+"""The one place vlmkit loads llama.cpp: import llama-cpp-python, route its logs, load models safely.
+
+Used by ``vlmkit convert`` (quantize, --verify through ``llama_cpp.Llama``), the mmproj checks (mtmd) and
+the run backend (C API). Two things every caller needs and llama-cpp-python does not give:
+
+- quiet logs: llama.cpp prints every loaded tensor; one log callback (llama.cpp and mtmd) drops them
+  unless verbose, but keeps the last lines so an error can quote the loader's complaint (``last_error``);
+- a safe CPU buffer choice: on CPUs with AMX, llama.cpp 0.3.36 segfaults in ``ggml_backend_amx_mul_mat``
+  for quantized weights (q8_0, q4_0, q4_k_m) in its "extra" (repacked) CPU buffers; plain CPU buffers
+  compute the same numbers. ``llama_model_params.use_extra_bufts`` is off there (``extra_buffers_safe``).
+"""
 
 from __future__ import annotations
 
-from vlmkit.errors import UnsupportedError
+import ctypes
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+
+_LOG_TAIL: deque[str] = deque(maxlen=40)
+_VERBOSE = [False]
+_CALLBACK: list[Any] = []  # keeps the ctypes callback alive for the life of the process
 
 
 def available() -> bool:
@@ -13,15 +34,48 @@ def available() -> bool:
     return True
 
 
-def llama_cpp_quiet(verbose: bool = False):
-    """The ``llama_cpp`` module with llama.cpp's logging at error level unless ``verbose``."""
+def llama_cpp_quiet(verbose: bool | None = False):
+    """The ``llama_cpp`` module, its (and mtmd's) logs routed through ``install_log`` (``verbose=None``:
+    keep the current setting)."""
     try:
         import llama_cpp
-        from llama_cpp import _logger
     except ImportError:
         raise UnsupportedError(None, "llama-cpp-python is not installed (pip install 'vlmkit[llamacpp]')") from None
-    _logger.set_verbose(verbose)
+    install_log(verbose)
     return llama_cpp
+
+
+def install_log(verbose: bool | None) -> None:
+    """Route llama.cpp / mtmd logs through one callback: printed when ``verbose``, otherwise only kept
+    so an error message can quote the loader's last complaint. Later calls just change ``verbose``
+    (``None``: leave it)."""
+    import llama_cpp
+    from llama_cpp import mtmd_cpp
+
+    if verbose is not None:
+        _VERBOSE[0] = verbose
+    if _CALLBACK:
+        return
+
+    @llama_cpp.llama_log_callback
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace")
+        _LOG_TAIL.append(line)
+        if _VERBOSE[0]:
+            print(line, end="", file=sys.stderr, flush=True)
+
+    _CALLBACK.append(on_log)
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_log_set(on_log, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(on_log, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
+
+
+def last_error() -> str:
+    """The last error-looking line llama.cpp logged (for one-line user errors)."""
+    lines = [ln.strip() for ln in _LOG_TAIL if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower() or "unknown" in ln.lower()]
+    return (errors or lines or ["no details logged"])[-1]
 
 
 def quiet_fds(verbose: bool = False):
@@ -32,22 +86,54 @@ def quiet_fds(verbose: bool = False):
     return suppress_stdout_stderr(disable=verbose)
 
 
-def open_llama(path, *, verbose: bool = False, extra_buffers: bool = False, **kwargs):
-    """``llama_cpp.Llama(path, **kwargs)`` with llama.cpp's extra CPU buffer types off by default.
+def extra_buffers_safe() -> bool:
+    """Whether to let ggml use its "extra" CPU buffer types (AMX, repacked weights): not on CPUs with
+    AMX (see the module docstring). ``VLMKIT_LLAMACPP_EXTRA_BUFTS=1`` / ``=0`` overrides."""
+    forced = os.environ.get("VLMKIT_LLAMACPP_EXTRA_BUFTS")
+    if forced is not None:
+        return forced not in ("0", "", "false")
+    try:
+        return "amx_int8" not in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
 
-    Why: on this machine's CPU (AVX512 + AMX_INT8), llama.cpp 0.3.36 segfaults in ``llama_decode`` for
-    Q8_0 / Q4_0 weights placed in its repacked "extra" buffers; plain CPU buffers compute the same
-    numbers. ``Llama`` has no argument for ``use_extra_bufts``, so the default-params factory it calls
-    is wrapped while the model loads.
+
+def model_params(gpu_layers: int = 0, extra_buffers: bool | None = None, vocab_only: bool = False) -> Any:
+    """``llama_model_default_params()`` with vlmkit's safe buffer choice (None: ``extra_buffers_safe()``)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = gpu_layers
+    params.use_extra_bufts = extra_buffers_safe() if extra_buffers is None else extra_buffers
+    params.vocab_only = vocab_only
+    return params
+
+
+def load_model(path: str | Path, params: Any | None = None, verbose: bool | None = None) -> Any:
+    """A ``llama_model *`` (C API) loaded quietly with ``params`` (default ``model_params()``); the
+    caller frees it with ``llama_model_free``. Raises VlmkitError quoting llama.cpp's last complaint."""
+    llama_cpp = llama_cpp_quiet(verbose)
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params() if params is None else params)
+    if not model:
+        raise VlmkitError(path, f"llama.cpp could not load this model: {last_error()}")
+    return model
+
+
+def open_llama(path, *, verbose: bool = False, extra_buffers: bool | None = None, **kwargs):
+    """``llama_cpp.Llama(path, **kwargs)``, quiet, with ``use_extra_bufts`` from ``model_params``.
+
+    ``Llama`` has no argument for ``use_extra_bufts`` (and ignores ``kwargs`` it does not know), so
+    the default-params factory it calls is wrapped while the model loads.
     """
     llama_cpp = llama_cpp_quiet(verbose)
     from llama_cpp import llama as llama_module
 
     original = llama_module.llama_cpp.llama_model_default_params
+    use_extra = extra_buffers_safe() if extra_buffers is None else extra_buffers
 
     def params():
         p = original()
-        p.use_extra_bufts = extra_buffers
+        p.use_extra_bufts = use_extra
         return p
 
     llama_module.llama_cpp.llama_model_default_params = params

@@ -14,21 +14,38 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vlmkit.errors import VlmkitError
 
-_QUIET_CALLBACKS: list[Any] = []   # ctypes callbacks must outlive every call that may log
 
+def _stub_text_model(encoder: MtmdEncoder):
+    """A vocabulary-only stand-in text model (llama architecture, no tokenizer) for an mmproj alone.
 
-def _silence_mtmd(mtmd, llama_cpp) -> None:
-    """clip.cpp / mtmd log every tensor through their own logger: route it to a no-op."""
-    if not _QUIET_CALLBACKS:
-        _QUIET_CALLBACKS.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
-    mtmd.mtmd_log_set(_QUIET_CALLBACKS[0], ctypes.c_void_p(0))
-    mtmd.mtmd_helper_log_set(_QUIET_CALLBACKS[0], ctypes.c_void_p(0))
+    Why: llama.cpp 0.3.36's ``mtmd_context`` sets its position layout (``pos_type``) only from a text
+    model's RoPE type and leaves it uninitialised without one; a garbage value reads as HunyuanVL's
+    layout (n + 3 rows per image) and aborts the process in ``clip_encode`` ("Output buffer size
+    mismatch"), depending on heap contents. A plain-RoPE stub gives LLaVA's normal positions."""
+    import tempfile
+
+    import gguf
+
+    with tempfile.TemporaryDirectory(prefix="vlmkit-mtmd-") as tmp:
+        path = Path(tmp) / "stub.gguf"
+        writer = gguf.GGUFWriter(path, arch="llama")
+        writer.add_context_length(64)
+        writer.add_embedding_length(64)
+        writer.add_block_count(1)
+        writer.add_feed_forward_length(64)
+        writer.add_head_count(1)
+        writer.add_layer_norm_rms_eps(1e-6)
+        writer.add_tokenizer_model("none")
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        writer.close()
+        return encoder._load_text_model(path)
 
 
 def _rgb_array(image) -> np.ndarray:
@@ -56,15 +73,12 @@ class MtmdEncoder:
                  threads: int | None = None, flash_attn: bool | None = None, verbose: bool = False):
         from vlmkit.gguf.llamacpp import llama_cpp_quiet
 
-        self._llama = llama_cpp_quiet(verbose)
+        self._llama = llama_cpp_quiet(verbose)  # also routes clip.cpp / mtmd's per-tensor log
         from llama_cpp import mtmd_cpp
 
         self._mtmd = mtmd_cpp
-        if not verbose:
-            _silence_mtmd(mtmd_cpp, self._llama)
-        self._llama.llama_backend_init()
         self.mmproj = Path(mmproj)
-        self._model = self._load_text_model(text_model) if text_model is not None else None
+        self._model = self._load_text_model(text_model) if text_model is not None else _stub_text_model(self)
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = False
         params.print_timings = False
@@ -78,15 +92,13 @@ class MtmdEncoder:
             self.close()
             raise VlmkitError(self.mmproj, "llama.cpp (mtmd) could not load this mmproj"
                                            + ("" if verbose else " (rerun with --verbose for its log)"))
-        self.n_embd, self.rows = _mmproj_layout(self.mmproj)
+        self.n_embd, self.rows = mmproj_layout(self.mmproj)
 
     def _load_text_model(self, path: str | Path):
-        params = self._llama.llama_model_default_params()
-        params.vocab_only = True          # mtmd reads n_embd and the vocabulary, never the weights
-        model = self._llama.llama_model_load_from_file(str(path).encode(), params)
-        if not model:
-            raise VlmkitError(path, "llama.cpp could not load this text model")
-        return model
+        from vlmkit.gguf.llamacpp import load_model, model_params
+
+        # mtmd reads n_embd and the vocabulary, never the weights
+        return load_model(path, model_params(vocab_only=True))
 
     def encode(self, image, transformers_layout: bool = False) -> np.ndarray:
         """The embeddings mtmd gives the language model for ``image`` (copied out of mtmd's buffer).
@@ -102,12 +114,7 @@ class MtmdEncoder:
         bitmap = m.mtmd_bitmap_init(width, height, data)
         chunks = m.mtmd_input_chunks_init()
         try:
-            chunk = self._image_chunk(bitmap, chunks)
-            n_tokens = m.mtmd_input_chunk_get_n_tokens(chunk)
-            if m.mtmd_encode_chunk(self._ctx, chunk) != 0:
-                raise VlmkitError(self.mmproj, "mtmd failed to encode the image")
-            out = m.mtmd_get_output_embd(self._ctx)
-            return np.ctypeslib.as_array(out, shape=(n_tokens * self.n_embd,)).reshape(n_tokens, -1).copy()
+            return encode_chunk(m, self._ctx, self._image_chunk(bitmap, chunks), self.n_embd, self.mmproj)
         finally:
             m.mtmd_input_chunks_free(chunks)
             m.mtmd_bitmap_free(bitmap)
@@ -143,7 +150,17 @@ class MtmdEncoder:
         self.close()
 
 
-def _mmproj_layout(mmproj: Path) -> tuple[int, tuple[list[int], list[int]] | None]:
+def encode_chunk(mtmd, ctx, chunk, n_embd: int, path: Path | None = None) -> np.ndarray:
+    """Encode one mtmd image chunk: mtmd's rows for it, ``[n_tokens, n_embd]`` float32, copied out of
+    mtmd's buffer (the next encode overwrites it). Shared by ``MtmdEncoder`` and the run backend."""
+    n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+    if mtmd.mtmd_encode_chunk(ctx, chunk) != 0:
+        raise VlmkitError(path, "mtmd failed to encode the image")
+    out = mtmd.mtmd_get_output_embd(ctx)
+    return np.ctypeslib.as_array(out, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
+
+
+def mmproj_layout(mmproj: Path) -> tuple[int, tuple[list[int], list[int]] | None]:
     """mtmd's output width (``clip.vision.projection_dim``: mtmd has no getter) and, for vlmkit's
     mmproj files, which of its rows equal which transformers rows. Read with gguf-py."""
     import gguf

@@ -21,6 +21,10 @@ import gguf
 from vlmkit.errors import UnsupportedError
 
 TT = gguf.TokenType
+KEY_PREPEND_SCHEME = "vlmkit.tokenizer.prepend_scheme"
+"""``"first"`` when tokenizer.json's Metaspace has ``prepend_scheme: "first"`` (transformers 5's converted
+sentencepiece tokenizers): "▁" only at the start of the whole text. llama.cpp's ``add_space_prefix`` adds
+it after every special token too and has no key for "first"; vlmkit's run backend reads this one."""
 
 # The split regexes of tokenizer.json (as HF writes them) -> the llama.cpp type running the same one.
 GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -67,7 +71,19 @@ def add_vocab(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> Voca
     special = gguf.SpecialVocab(tok_dir, load_merges=info.model == "gpt2", n_vocab=info.n_tokens)
     special.add_special_token.update(added_specials(tok_dir))
     special.add_to_gguf(writer, quiet=True)
+    if prepend_scheme(tok_json) == "first":
+        writer.add_string(KEY_PREPEND_SCHEME, "first")
+        info.how += '; Metaspace prepend_scheme "first"'
     return info
+
+
+def prepend_scheme(tok_json: dict[str, Any] | None) -> str | None:
+    """The ``prepend_scheme`` of a Metaspace step in tokenizer.json's pre-tokenizer or normalizer."""
+    for part in ("pre_tokenizer", "normalizer"):
+        for step in _steps((tok_json or {}).get(part)):
+            if step.get("type") == "Metaspace":
+                return step.get("prepend_scheme", "always")
+    return None
 
 
 def added_specials(tok_dir: Path) -> dict[str, bool]:
@@ -156,7 +172,9 @@ def _is_byte_level(tok_json: dict[str, Any]) -> bool:
 def _steps(pre: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not pre:
         return []
-    return pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
+    if pre.get("type") == "Sequence":
+        return pre.get("pretokenizers") or pre.get("normalizers") or []
+    return [pre]
 
 
 def match_pre_tokenizer(tok_json: dict[str, Any]) -> tuple[str, str]:

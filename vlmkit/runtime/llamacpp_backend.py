@@ -13,37 +13,23 @@ rounding (ggml's fp16 GELU table and f16 KV cache, mtmd's own image resize, quan
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.gguf.llamacpp import load_model, model_params
+from vlmkit.gguf.tokenizer import KEY_PREPEND_SCHEME
 from vlmkit.runtime import llamacpp_native as native
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render, render_template, template_image_text
 
 MAX_CTX = 4096  # KV cache cap: a 32k training context would allocate GBs of f16 KV up front
-PREPEND_SCHEME_KEY = "vlmkit.tokenizer.prepend_scheme"
-"""Written by ``vlmkit convert`` for sentencepiece tokenizers whose tokenizer.json has Metaspace
-``prepend_scheme: "first"`` (transformers 5's default): "▁" is prepended only at the very start of
-the text, never after a special token. llama.cpp's ``add_space_prefix`` cannot say that (it prefixes
-every text after a special token), so the backend turns it off and adds the one leading space itself."""
-
-
-def extra_buffers_safe() -> bool:
-    """Whether to let ggml use its "extra" CPU buffer types (AMX, repacked weights).
-
-    On CPUs with AMX (Sapphire Rapids and later) ggml 0.3.36's AMX path segfaults in
-    ``ggml_backend_amx_mul_mat`` for every quantized type (q8_0, q4_0, q4_k_m) on the machines we
-    test on, so it is off there; ``VLMKIT_LLAMACPP_EXTRA_BUFTS=1`` / ``=0`` overrides."""
-    forced = os.environ.get("VLMKIT_LLAMACPP_EXTRA_BUFTS")
-    if forced is not None:
-        return forced not in ("0", "", "false")
-    try:
-        return "amx_int8" not in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
+PREPEND_SCHEME_KEY = KEY_PREPEND_SCHEME
+"""Written by ``vlmkit convert`` (``vlmkit.gguf.tokenizer``) for sentencepiece tokenizers whose tokenizer.json
+has Metaspace ``prepend_scheme: "first"`` (transformers 5's default): "▁" is prepended only at the very
+start of the text, never after a special token. llama.cpp's ``add_space_prefix`` cannot say that (it
+prefixes every text after a special token), so the backend turns it off and adds the one leading space itself."""
 
 
 def gguf_field(path: Path, key: str) -> str | None:
@@ -95,19 +81,17 @@ class LlamaCppBackend:
         if device.startswith("cuda") and not gpu:
             raise UnsupportedError(None, "--device cuda: this llama-cpp-python build has no GPU support")
         self.gpu_layers = -1 if gpu and device != "cpu" else 0
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = self.gpu_layers
-        params.use_extra_bufts = extra_buffers_safe()
+        params = model_params(self.gpu_layers)
         self.prepend_first = gguf_field(self.path, PREPEND_SCHEME_KEY) == "first"
         if self.prepend_first:
             self._overrides = native.kv_overrides({"tokenizer.ggml.add_space_prefix": False})
             params.kv_overrides = self._overrides
-        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
-        if not model:
+        try:
+            return load_model(self.path, params)
+        except VlmkitError:
             arch = gguf_field(self.path, "general.architecture") or "?"
             raise UnsupportedError(self.path, f"llama.cpp cannot load this GGUF (architecture {arch}): "
-                                              f"{native.last_error()}")
-        return model
+                                              f"{native.last_error()}") from None
 
     def _new_context(self, llama_cpp: Any) -> Any:
         params = llama_cpp.llama_context_default_params()

@@ -8,46 +8,10 @@ repetition-penalty window, and evaluating mtmd image chunks into the same contex
 from __future__ import annotations
 
 import ctypes
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-_LOG_TAIL: deque[str] = deque(maxlen=40)
-_VERBOSE = [False]
-_CALLBACK: list[Any] = []  # keeps the ctypes callback alive for the life of the process
-
-
-def install_log(verbose: bool) -> None:
-    """Route llama.cpp / mtmd logs through us: printed with --verbose, otherwise only kept so an
-    error message can quote the loader's last complaint."""
-    import sys
-
-    import llama_cpp
-    from llama_cpp import mtmd_cpp
-
-    _VERBOSE[0] = verbose
-    if _CALLBACK:
-        return
-
-    @llama_cpp.llama_log_callback
-    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        line = text.decode("utf-8", "replace")
-        _LOG_TAIL.append(line)
-        if _VERBOSE[0]:
-            print(line, end="", file=sys.stderr, flush=True)
-
-    _CALLBACK.append(on_log)
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
-    mtmd_cpp.mtmd_log_set(on_log, ctypes.c_void_p(0))
-    mtmd_cpp.mtmd_helper_log_set(on_log, ctypes.c_void_p(0))
-    llama_cpp.llama_backend_init()
-
-
-def last_error() -> str:
-    """The last error-looking line llama.cpp logged (for one-line user errors)."""
-    lines = [ln.strip() for ln in _LOG_TAIL if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower() or "unknown" in ln.lower()]
-    return (errors or lines or ["no details logged"])[-1]
+from vlmkit.gguf.llamacpp import install_log, last_error  # noqa: F401  (the one llama.cpp log route)
 
 
 def kv_overrides(values: dict[str, bool]) -> Any:
