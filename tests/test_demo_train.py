@@ -4,7 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmkit.demo.train import Recipe, lr_at, train
+from vlmkit.demo.dataset import scene_rng
+from vlmkit.demo.questions import YES_NO, open_color
+from vlmkit.demo.scenes import random_scene
+from vlmkit.demo.train import Recipe, evidence_targets, has_evidence, lr_at, patch_targets, train
 
 
 def test_lr_schedule_depends_on_the_step_only():
@@ -12,6 +15,29 @@ def test_lr_schedule_depends_on_the_step_only():
     assert [lr_at(s, short) for s in range(300)] == [lr_at(s, long) for s in range(300)]
     assert lr_at(Recipe.warmup - 1, short) == Recipe.lr
     assert lr_at(Recipe.warmup + Recipe.half_life, short) == pytest.approx(Recipe.lr / 2)
+
+
+def test_evidence_points_at_the_answering_object_only_when_the_answer_is_yes():
+    checked = 0
+    for index in range(40):
+        rng = scene_rng("train", index, 0)
+        scene = random_scene(rng)
+        covered = patch_targets(scene)  # (patches, colors x shapes)
+        for category in ("existence", "color", "position"):
+            yes, no = YES_NO[category](scene, rng, True, "en"), YES_NO[category](scene, rng, False, "en")
+            assert evidence_targets(no).sum() == 0 and has_evidence(yes) and has_evidence(no)
+            target = evidence_targets(yes)
+            obj = yes.evidence
+            assert obj.color in yes.question and obj.shape in yes.question
+            assert 1 <= target.sum() <= 9  # an object spans a few of the 16 patches
+            column = covered[:, ["red", "green", "blue", "yellow", "purple"].index(obj.color) * 3
+                             + ["circle", "square", "triangle"].index(obj.shape)]
+            assert (target == column).all()
+            checked += 1
+        asked = open_color(scene, rng, "ja")
+        assert evidence_targets(asked).sum() >= 1
+        assert not has_evidence(YES_NO["count"](scene, rng, True, "en"))
+    assert checked == 120
 
 
 @pytest.mark.slow

@@ -19,16 +19,19 @@ IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 EOS, PAD, IMAGE = "<|endoftext|>", "<pad>", "<image>"
 VOCAB_SIZE = 512
 
-# The generation prompt ends at "ASSISTANT:" and answers start with a space, so " Yes" is one
-# pre-token both in training text and after the prompt (byte-level BPE would split "ASSISTANT: ").
+# "USER: {question}\n<image>\nASSISTANT:". The question comes before the image so that, in the causal
+# LM, every image token can attend to it and tell whether its patch answers it (see train.py: yes/no
+# questions stayed at chance with the image first). The generation prompt ends at "ASSISTANT:" and
+# answers start with a space, so " Yes" is one pre-token both in training text and after the prompt
+# (byte-level BPE would split "ASSISTANT: ").
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"
     "{{- ('' if loop.first else '\\n') + 'USER: ' -}}"
     "{%- if message['content'] is string -%}{{- message['content'] -}}"
     "{%- else -%}"
-    "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}"
     "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
+    "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '\\n<image>' -}}{%- endfor -%}"
     "{%- endif -%}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{- '\\nASSISTANT: ' -}}"

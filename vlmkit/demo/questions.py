@@ -32,6 +32,7 @@ class QA:
     answer: str
     category: str
     lang: str
+    evidence: Shape | None = None  # training only: the object whose patches answer the question
 
 
 def _name(obj_color: str, shape: str, lang: str) -> str:
@@ -46,7 +47,7 @@ def existence(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
         color, shape = _absent_pair(scene, rng)
     q = (f"Is there a {color} {shape} in the image?" if lang == "en"
          else f"画像に{_name(color, shape, lang)}はありますか？")
-    return QA(q, (YES if yes else NO)[lang], "existence", lang)
+    return QA(q, (YES if yes else NO)[lang], "existence", lang, scene.find(color, shape))
 
 
 def _absent_pair(scene: Scene, rng: random.Random) -> tuple[str, str]:
@@ -73,7 +74,7 @@ def color(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
     obj = _unique_shape_object(scene, rng)
     asked = obj.color if yes else rng.choice([c for c in COLORS if c != obj.color])
     q = f"Is the {obj.shape} {asked}?" if lang == "en" else f"{JA_SHAPE[obj.shape]}は{JA_COLOR[asked]}ですか？"
-    return QA(q, (YES if yes else NO)[lang], "color", lang)
+    return QA(q, (YES if yes else NO)[lang], "color", lang, obj if yes else None)
 
 
 def position(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
@@ -84,14 +85,14 @@ def position(scene: Scene, rng: random.Random, yes: bool, lang: str) -> QA:
         q = f"Is the {obj.color} {obj.shape} {'on the' if asked in ('left', 'right') else 'at the'} {asked}?"
     else:
         q = f"{_name(obj.color, obj.shape, lang)}は{JA_SIDE[asked]}にありますか？"
-    return QA(q, (YES if yes else NO)[lang], "position", lang)
+    return QA(q, (YES if yes else NO)[lang], "position", lang, obj if yes else None)
 
 
 def open_color(scene: Scene, rng: random.Random, lang: str) -> QA:
     obj = _unique_shape_object(scene, rng)
     if lang == "en":
-        return QA(f"What color is the {obj.shape}?", obj.color, "open_color", lang)
-    return QA(f"{JA_SHAPE[obj.shape]}は何色ですか？", JA_COLOR[obj.color], "open_color", lang)
+        return QA(f"What color is the {obj.shape}?", obj.color, "open_color", lang, obj)
+    return QA(f"{JA_SHAPE[obj.shape]}は何色ですか？", JA_COLOR[obj.color], "open_color", lang, obj)
 
 
 def open_count(scene: Scene, rng: random.Random, lang: str) -> QA:
@@ -103,8 +104,8 @@ def open_position(scene: Scene, rng: random.Random, lang: str) -> QA:
     obj = rng.choice(scene.objects)
     where = QUADRANTS[obj.quadrant]
     if lang == "en":
-        return QA(f"Where is the {obj.color} {obj.shape}?", where, "open_position", lang)
-    return QA(f"{_name(obj.color, obj.shape, lang)}はどこにありますか？", JA_QUADRANT[where], "open_position", lang)
+        return QA(f"Where is the {obj.color} {obj.shape}?", where, "open_position", lang, obj)
+    return QA(f"{_name(obj.color, obj.shape, lang)}はどこにありますか？", JA_QUADRANT[where], "open_position", lang, obj)
 
 
 YES_NO = {"existence": existence, "count": count, "color": color, "position": position}
