@@ -38,16 +38,17 @@ def main() -> None:
 
 
 def print_table(results: dict[str, dict]) -> None:
+    """Markdown (what the README shows): acc per category, MME total and agreement with transformers."""
     names = list(results)
     categories = [c["category"] for c in results[names[0]]["categories"]]
-    print(f"{'category':<16}" + "".join(f"{n:>22}" for n in names))
+    print("| category | " + " | ".join(names) + " |")
+    print("|---|" + "--:|" * len(names))
     for category in categories:
         row = [next(c for c in results[n]["categories"] if c["category"] == category)["acc"] for n in names]
-        print(f"{category:<16}" + "".join(f"{v:>22.2f}" for v in row))
-    totals = [results[n]["total"] for n in names]
-    print(f"{'MME total':<16}" + "".join(f"{t:>22.2f}" for t in totals))
+        print(f"| {category} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    print("| MME total (yes/no) | " + " | ".join(f"{results[n]['total']:.2f}" for n in names) + " |")
     agree = [_agreement(results[names[0]], results[n]) for n in names]
-    print(f"{'same answer %':<16}" + "".join(f"{a:>22.2f}" for a in agree))
+    print("| same answer as transformers % | " + " | ".join(f"{a:.2f}" for a in agree) + " |")
 
 
 def explain_f32_differences(questions, results: dict[str, dict]) -> None:

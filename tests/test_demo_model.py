@@ -2,12 +2,13 @@
 and it answers fixed test-split images correctly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from vlmkit.demo.dataset import make_item, make_split
-from vlmkit.demo.evaluate import answer, load, prompt, split_questions
+from vlmkit.demo.evaluate import answer, evaluate, load, markdown_table, prompt, split_questions
 from vlmkit.demo.model import IMAGE, IMAGE_TOKENS
 from vlmkit.demo.questions import JA_COLOR
 from vlmkit.demo.scenes import COLORS
@@ -83,3 +84,14 @@ def test_answers_are_short_and_end_with_eos(demo):
         assert out[-1].item() == processor.tokenizer.eos_token_id and len(out) <= 4
     said = answer(net, processor, [items[i].image for i, _, _ in asked], [q for _, q, _ in asked])
     assert all(word in allowed for word, (_, _, allowed) in zip(said, asked)), said
+
+
+def test_readme_score_table_is_what_the_shipped_weights_score(demo):
+    """The README's table is `vlmkit demo score --markdown` of the shipped weights, to the digit."""
+    net, processor = demo
+    result = evaluate(split_questions("test"), net=net, processor=processor)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- demo-scores -->\n")[1].split("\n<!-- /demo-scores -->")[0]
+    assert block == markdown_table(result)
+    yes_no = {c["category"]: c["acc"] for c in result["categories"] if c["kind"] == "yes/no"}
+    assert min(yes_no.values()) >= 70, yes_no  # chance is 50 %: every MME category far above it

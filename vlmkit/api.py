@@ -64,14 +64,9 @@ def open_backend(path: Path, backend: str, device: str, dtype: str | None, threa
 def quiet_libraries() -> None:
     """Hide transformers' warnings and progress bars, including those of a zoo build that runs
     while resolving MODEL (before any backend is created)."""
-    import sys
+    from vlmkit.logs import quiet_transformers
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules:
-        from vlmkit.runtime.transformers_backend import quiet_transformers
-
-        quiet_transformers(False)
+    quiet_transformers()
 
 
 class Runner:

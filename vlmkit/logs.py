@@ -4,20 +4,26 @@ the terminal unless the user asked for ``--verbose``."""
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 
 def quiet_transformers(verbose: bool = False) -> None:
+    """transformers' loading reports, progress bars and deprecation warnings hidden; safe to call before
+    transformers is imported (it reads the environment then), so ``--help`` stays instant."""
     if verbose:
         return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
     warnings.filterwarnings("ignore", module="transformers")
+    warnings.filterwarnings("ignore", module="huggingface_hub")
     warnings.filterwarnings("ignore", message=".*torchvision.*")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
 
 def quiet_llamacpp() -> None:

@@ -18,6 +18,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+PIPED_WIDTH = 160  # tensor names are ~60 characters; rich's 80-column default for pipes folds them
+
+
+def console():
+    """A rich console for command output: the terminal's width, or a wide fixed one when piped."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=PIPED_WIDTH)
 
 
 @app.callback()
@@ -52,6 +61,10 @@ def main() -> None:
     from vlmkit.errors import VlmkitError
 
     _register()
+    if not {"--verbose", "-v"} & set(sys.argv[1:]):
+        from vlmkit.logs import quiet_transformers
+
+        quiet_transformers()
     try:
         app()
     except VlmkitError as error:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 from rich.console import Console
+
+from vlmkit.cli import console as make_console
 from rich.table import Table
 
 
 def render(result) -> None:
-    console = Console()
+    console = make_console()
     console.print(f"[bold]model[/bold]  {result.model_path}  ({result.arch}, {result.dtype}, "
                   f"{result.n_tensors} tensors, {result.seconds:.1f} s)")
     if result.mmproj_path:

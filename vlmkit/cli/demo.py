@@ -51,10 +51,10 @@ def demo(
 
 
 def _print_demo(result: dict) -> None:
-    from rich.console import Console
+    from vlmkit.cli import console as make_console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     console.print(f"scene (seed {result['seed']}) saved to [bold]{result['image']}[/bold]")
     table = Table(title="demo VLM answers")
     for column in ("question", "model", "truth", ""):
@@ -74,15 +74,16 @@ def score_cmd(
     data: Optional[Path] = typer.Option(None, help="Score a VQA set in the jsonl format instead of a demo split."),
     backend: str = typer.Option("auto", help="auto (GGUF -> llamacpp, else transformers), transformers or llamacpp."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with every prediction)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (the README's)."),
 ) -> None:
     """MME table (acc, acc+, score per category) from greedy answers.
 
-    Example: vlmkit demo score            # reproduces the README table
+    Example: vlmkit demo score --markdown            # reproduces the README table
     Example: vlmkit convert demo --out q8 --dtype q8_0 && vlmkit demo score q8    # the same through llama.cpp
     Example: vlmkit demo score demo --data my_set/ --json
     """
     from vlmkit.api import gguf_files
-    from vlmkit.demo.evaluate import evaluate, set_questions, split_questions
+    from vlmkit.demo.evaluate import evaluate, markdown_table, set_questions, split_questions
     from vlmkit.hub import resolve_model
 
     if backend == "auto":
@@ -92,11 +93,14 @@ def score_cmd(
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
+    if markdown:
+        typer.echo(markdown_table(result))
+        return
     _print_scores(result, str(data) if data else f"demo {split} split")
 
 
 def _print_scores(result: dict, source: str) -> None:
-    from rich.console import Console
+    from vlmkit.cli import console as make_console
     from rich.table import Table
 
     table = Table(title=f"MME-style scores on the {source}")
@@ -107,7 +111,7 @@ def _print_scores(result: dict, source: str) -> None:
         table.add_row(c["category"], str(c["questions"]), f"{c['acc']:.2f}", _num(c["acc_plus"]), _num(c["score"]),
                       _num(langs.get("en")), _num(langs.get("ja")))
     table.add_row("total (yes/no)", "", "", "", f"{result['total']:.2f} / {result['total_max']}", "", "")
-    Console().print(table)
+    make_console().print(table)
 
 
 def _num(value: float | None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+
+from vlmkit.cli import console as make_console
 from rich.table import Table
 from rich.tree import Tree
 
@@ -26,7 +28,7 @@ def human_bytes(n: int) -> str:
 
 
 def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     family = report.family + (" (guessed from tensor names)" if report.family_guessed else "")
     console.print(f"[bold]{report.path}[/]  ({report.format}, {len(report.files)} file(s))")
     console.print(f"architecture: {', '.join(report.architectures) or '-'}   model_type: {report.model_type or '-'}"

@@ -126,6 +126,20 @@ def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=N
     return result
 
 
+def markdown_table(result: dict) -> str:
+    """The README's score table: one row per category (MME's yes/no categories first) and the total."""
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = ["| category | questions | acc | acc+ | score | acc en | acc ja |", "|---|--:|--:|--:|--:|--:|--:|"]
+    for c in sorted(result["categories"], key=lambda c: c["kind"] != "yes/no"):
+        langs = result["by_lang"].get(c["category"], {})
+        lines.append(f"| {c['category']} | {c['questions']} | {c['acc']:.2f} | {num(c['acc_plus'])} | "
+                     f"{num(c['score'])} | {num(langs.get('en'))} | {num(langs.get('ja'))} |")
+    lines.append(f"| **total (yes/no)** | | | | **{result['total']:.2f} / {result['total_max']}** | | |")
+    return "\n".join(lines)
+
+
 def _by_lang(questions: list[Question], preds: list[Prediction]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, list[bool]]] = {}
     for q, p in zip(questions, preds):

@@ -16,25 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.logs import quiet_transformers
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render
 
 # Model types whose processor builds the whole prompt itself (image tokens + BOS + text + "\n" for
 # PaliGemma): a chat template or an <image> placeholder in the text would double them.
 PROCESSOR_BUILDS_PROMPT = {"paligemma"}
-
 DTYPES = {"f32": "float32", "fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "f16": "float16", "fp16": "float16", "float16": "float16", "auto": "auto"}
-
-
-def quiet_transformers(verbose: bool) -> None:
-    """transformers prints loading reports, progress bars and generation-flag warnings: hide them."""
-    import transformers
-
-    if verbose:
-        return
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def pick_device(device: str) -> str:
