@@ -52,7 +52,7 @@ def test_same_seed_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_full_recipe_reproduces_the_shipped_weights(tmp_path):
-    """The README's claim: `python -m vlmkit.demo.train` rebuilds vlmkit/demo/weights (about 27 min on 2 cores).
+    """The README's claim: `python -m vlmkit.demo.train` rebuilds vlmkit/demo/weights (about 28 min on 2 cores).
 
     Bit-identical on the CPU / torch build that trained it; another CPU may round bf16 matmuls differently.
     """

@@ -147,7 +147,7 @@ def train_cmd(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the shipped recipe)."),
     snapshots: Optional[Path] = typer.Option(None, help="Also save the model every 250 steps under DIR/stepN."),
 ) -> None:
-    """Retrain the demo VLM from scratch on CPU (2 threads; about 27 minutes alone on 2 cores).
+    """Retrain the demo VLM from scratch on CPU (2 threads; about 28 minutes alone on 2 cores).
 
     Example: vlmkit demo train --out /tmp/demo-retrained
     """
