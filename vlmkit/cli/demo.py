@@ -51,8 +51,9 @@ def demo(
 
 
 def _print_demo(result: dict) -> None:
-    from vlmkit.cli import console as make_console
     from rich.table import Table
+
+    from vlmkit.cli import console as make_console
 
     console = make_console()
     console.print(f"scene (seed {result['seed']}) saved to [bold]{result['image']}[/bold]")
@@ -101,22 +102,17 @@ def score_cmd(
 
 
 def _print_scores(result: dict, source: str) -> None:
-    from vlmkit.cli import console as make_console
     from rich.table import Table
 
+    from vlmkit.cli import console as make_console
+    from vlmkit.demo.evaluate import SCORE_COLUMNS, score_rows
+
     table = Table(title=f"MME-style scores on the {source}")
-    for column in ("category", "questions", "acc", "acc+", "score", "acc en", "acc ja"):
+    for column in SCORE_COLUMNS:
         table.add_column(column, justify="left" if column == "category" else "right")
-    for c in sorted(result["categories"], key=lambda c: c["kind"] != "yes/no"):  # MME categories first
-        langs = result["by_lang"].get(c["category"], {})
-        table.add_row(c["category"], str(c["questions"]), f"{c['acc']:.2f}", _num(c["acc_plus"]), _num(c["score"]),
-                      _num(langs.get("en")), _num(langs.get("ja")))
-    table.add_row("total (yes/no)", "", "", "", f"{result['total']:.2f} / {result['total_max']}", "", "")
+    for row in score_rows(result):
+        table.add_row(*row)
     make_console().print(table)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 @demo_app.command("data")

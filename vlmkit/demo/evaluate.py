@@ -126,17 +126,29 @@ def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=N
     return result
 
 
-def markdown_table(result: dict) -> str:
-    """The README's score table: one row per category (MME's yes/no categories first) and the total."""
+SCORE_COLUMNS = ("category", "questions", "acc", "acc+", "score", "acc en", "acc ja")
+
+
+def score_rows(result: dict) -> list[tuple[str, ...]]:
+    """The score table's rows, MME's yes/no categories first, then the total (columns: SCORE_COLUMNS)."""
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    lines = ["| category | questions | acc | acc+ | score | acc en | acc ja |", "|---|--:|--:|--:|--:|--:|--:|"]
+    rows = []
     for c in sorted(result["categories"], key=lambda c: c["kind"] != "yes/no"):
         langs = result["by_lang"].get(c["category"], {})
-        lines.append(f"| {c['category']} | {c['questions']} | {c['acc']:.2f} | {num(c['acc_plus'])} | "
-                     f"{num(c['score'])} | {num(langs.get('en'))} | {num(langs.get('ja'))} |")
-    lines.append(f"| **total (yes/no)** | | | | **{result['total']:.2f} / {result['total_max']}** | | |")
+        rows.append((c["category"], str(c["questions"]), f"{c['acc']:.2f}", num(c["acc_plus"]), num(c["score"]),
+                     num(langs.get("en")), num(langs.get("ja"))))
+    rows.append(("total (yes/no)", "", "", "", f"{result['total']:.2f} / {result['total_max']}", "", ""))
+    return rows
+
+
+def markdown_table(result: dict) -> str:
+    """The README's score table (``vlmkit demo score --markdown``)."""
+    *categories, total = score_rows(result)
+    lines = ["| " + " | ".join(SCORE_COLUMNS) + " |", "|---|" + "--:|" * (len(SCORE_COLUMNS) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in categories]
+    lines.append(f"| **{total[0]}** | | | | **{total[4]}** | | |")
     return "\n".join(lines)
 
 
