@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from vlmkit.demo.dataset import scene_rng
 from vlmkit.demo.questions import YES_NO, open_color
-from vlmkit.demo.scenes import random_scene
+from vlmkit.demo.scenes import COLORS, SHAPES, random_scene
 from vlmkit.demo.train import Recipe, evidence_targets, has_evidence, lr_at, patch_targets, train
 
 
@@ -30,8 +30,7 @@ def test_evidence_points_at_the_answering_object_only_when_the_answer_is_yes():
             obj = yes.evidence
             assert obj.color in yes.question and obj.shape in yes.question
             assert 1 <= target.sum() <= 9  # an object spans a few of the 16 patches
-            column = covered[:, ["red", "green", "blue", "yellow", "purple"].index(obj.color) * 3
-                             + ["circle", "square", "triangle"].index(obj.shape)]
+            column = covered[:, list(COLORS).index(obj.color) * len(SHAPES) + SHAPES.index(obj.shape)]
             assert (target == column).all()
             checked += 1
         asked = open_color(scene, rng, "ja")

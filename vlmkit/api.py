@@ -61,14 +61,6 @@ def open_backend(path: Path, backend: str, device: str, dtype: str | None, threa
     return TransformersBackend(path, device=device, dtype=dtype, threads=threads, verbose=verbose)
 
 
-def quiet_libraries() -> None:
-    """Hide transformers' warnings and progress bars, including those of a zoo build that runs
-    while resolving MODEL (before any backend is created)."""
-    from vlmkit.logs import quiet_transformers
-
-    quiet_transformers()
-
-
 class Runner:
     """A loaded model. ``generate`` returns a GenerationResult, ``stream`` yields text pieces (the
     result of the last call is then in ``last_result``); ``chat`` keeps a conversation."""
@@ -129,9 +121,9 @@ def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", 
          threads: int | None = None, verbose: bool = False) -> Runner:
     """Load MODEL ("demo", "zoo:<name>", an HF directory / hub id, or a GGUF file / directory)."""
     from vlmkit.hub import resolve_model
+    from vlmkit.logs import quiet_transformers
 
-    if not verbose:
-        quiet_libraries()
+    quiet_transformers(verbose)  # also a zoo build's output while MODEL resolves, before any backend exists
     path = resolve_model(model)
     chosen = pick_backend(path, backend)
     return Runner(open_backend(path, chosen, device, dtype, threads, verbose))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from rich.console import Console
+from rich.table import Table
 
 from vlmkit.cli import console as make_console
-from rich.table import Table
 
 
 def render(result) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-
-from vlmkit.cli import console as make_console
 from rich.table import Table
 from rich.tree import Tree
+
+from vlmkit.cli import console as make_console
 
 from vlmkit.inspect import ModelReport
 
