@@ -17,6 +17,8 @@ def quiet_transformers(verbose: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", module="transformers")
+    # transformers' argument deprecations point their stack level into torch's Module.__call__
+    warnings.filterwarnings("ignore", message=r"`\w+` is deprecated and will be removed in version", category=FutureWarning)
     warnings.filterwarnings("ignore", module="huggingface_hub")
     warnings.filterwarnings("ignore", message=".*torchvision.*")
     if "transformers" in sys.modules:
