@@ -70,6 +70,7 @@ PROJECTOR_MLP = "mlp"                                  # PROJECTOR_TYPE_MLP
 KEY_POSITION_ORDER = "vlmkit.mmproj.position_order"   # ours: documents the CLS-last table below
 KEY_LLAMACPP_ROWS = "vlmkit.mmproj.llamacpp_rows"     # ours: [start, stop) of mtmd rows that equal ...
 KEY_HF_ROWS = "vlmkit.mmproj.hf_rows"                 # ... transformers' image-feature rows [start, stop)
+KEY_IMAGE_PROCESSOR = "vlmkit.mmproj.image_processor"  # ours: the checkpoint's image processor config (JSON)
 
 TOWER_PREFIXES = ("model.vision_tower.vision_model.", "model.vision_tower.",
                   "vision_tower.vision_model.", "vision_tower.")
@@ -174,12 +175,14 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     _activation(model_dir, "projector_hidden_act", full["projector_hidden_act"],
                 {k: (None, v) for k, v in PROJECTOR_ACTS.items()}, approximations)
     mean, std = image_normalization(model_dir)
+    processor = image_processor_config(model_dir)
     return {
         "has_cls": has_cls, "n_layer": n_layer, "feature_layers": layers, "block_count": max(layers),
         "n_embd": vis["hidden_size"], "n_ff": vis["intermediate_size"], "n_head": vis["num_attention_heads"],
         "eps": vis["layer_norm_eps"], "image_size": image_size, "patch_size": patch_size,
         "n_embd_text": text["hidden_size"], "llamacpp_rows": rows[0], "hf_rows": rows[1],
         "tower_act": tower_flag, "image_mean": mean, "image_std": std, "approximations": approximations,
+        "image_processor": json.dumps(processor[1], sort_keys=True) if processor else None,
     }
 
 
@@ -238,21 +241,33 @@ def _square(model_dir: Path, value: int | list[int]) -> int:
     return int(value[0])
 
 
-def image_normalization(model_dir: Path) -> tuple[list[float], list[float]]:
-    """Image mean / std from the image processor's saved JSON (mtmd normalizes pixels/255 with them)."""
+def image_processor_config(model_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(file, config) of the checkpoint's image processor: preprocessor_config.json, or the
+    ``image_processor`` entry of transformers 5's processor_config.json; None when neither has one."""
     for name in ("preprocessor_config.json", "processor_config.json"):
         path = Path(model_dir) / name
         if not path.is_file():
             continue
-        cfg = json.loads(path.read_text())
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(path, f"invalid JSON ({error.msg} at line {error.lineno})") from None
         cfg = cfg.get("image_processor", cfg)
-        if "image_mean" not in cfg or "image_std" not in cfg:
-            continue
-        if not cfg.get("do_normalize", True):
-            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-        return _three(path, cfg["image_mean"]), _three(path, cfg["image_std"])
-    raise CheckpointError(model_dir, "no preprocessor_config.json / processor_config.json with image_mean "
-                                     "and image_std: the mmproj needs the image normalization")
+        if "image_mean" in cfg and "image_std" in cfg:
+            return path, cfg
+    return None
+
+
+def image_normalization(model_dir: Path) -> tuple[list[float], list[float]]:
+    """Image mean / std from the image processor's saved JSON (mtmd normalizes pixels/255 with them)."""
+    found = image_processor_config(model_dir)
+    if found is None:
+        raise CheckpointError(model_dir, "no preprocessor_config.json / processor_config.json with image_mean "
+                                         "and image_std: the mmproj needs the image normalization")
+    path, cfg = found
+    if not cfg.get("do_normalize", True):
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    return _three(path, cfg["image_mean"]), _three(path, cfg["image_std"])
 
 
 def _three(path: Path, value: float | list[float]) -> list[float]:
@@ -291,6 +306,8 @@ def _metadata(hp: dict[str, Any], gtype: GT, name: str) -> dict[str, Any]:
         meta[cv.USE_SILU] = True
     if hp["has_cls"]:
         meta[KEY_POSITION_ORDER] = "patches,cls"
+    if hp["image_processor"]:   # vlmkit's runtime resizes / crops / pads as the processor does (vlmkit.gguf.mtmd)
+        meta[KEY_IMAGE_PROCESSOR] = hp["image_processor"]
     return meta
 
 

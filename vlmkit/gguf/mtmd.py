@@ -2,8 +2,15 @@
 
 Why not ``llama_cpp.Llama`` with a chat handler: those run the whole prompt and never hand back the image
 embedding matrix, which is what a parity check compares. ``MtmdEncoder.encode`` returns exactly what mtmd
-feeds the language model for one image: ``[n_tokens, n_embd]`` float32 (after mtmd's own resize and
-normalization). The text model is optional: mtmd uses it only to check ``n_embd`` and to tokenize text.
+feeds the language model for one image: ``[n_tokens, n_embd]`` float32. The text model is optional: mtmd
+uses it only to check ``n_embd`` and to tokenize text.
+
+Pixels: mtmd resizes every image its own way (LLaVA: letterbox to a square, then its own bicubic), which
+is not what the checkpoint's image processor does (SigLIP: stretch to the square; CLIP: shortest edge,
+then centre crop), so a 4:3 photo gave other answers than transformers. For mmprojs that carry the
+processor's config (``vlmkit.mmproj.image_processor``, written by ``vlmkit convert``), ``ModelPixels`` runs
+that very processor (transformers' class, same resample filter) with rescale and normalize off, and mtmd
+gets its uint8 output at the model's input size, where mtmd's own resize is the identity.
 
     with MtmdEncoder("out/mmproj.gguf", "out/model.gguf") as enc:
         emb = enc.encode(Image.open("cat.png"))
@@ -12,8 +19,11 @@ normalization). The text model is optional: mtmd uses it only to check ``n_embd`
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +76,42 @@ def _rgb_array(image) -> np.ndarray:
     return array
 
 
+class ModelPixels:
+    """The checkpoint's image processor with rescale and normalize switched off: ``pixels(image)`` is the
+    HxWx3 uint8 picture transformers would normalize (resized, cropped or padded as the processor says)."""
+
+    def __init__(self, config: dict[str, Any]):
+        from transformers import AutoImageProcessor
+
+        from vlmkit.logs import quiet_transformers
+
+        quiet_transformers()
+        with tempfile.TemporaryDirectory(prefix="vlmkit-processor-") as tmp:
+            Path(tmp, "preprocessor_config.json").write_text(json.dumps(config))
+            self.processor = AutoImageProcessor.from_pretrained(tmp)
+
+    def __call__(self, image: Any) -> np.ndarray:
+        from PIL import Image
+
+        picture = Image.fromarray(_rgb_array(image))
+        out = self.processor(images=[picture], do_rescale=False, do_normalize=False, return_tensors="np")
+        pixels = np.asarray(out["pixel_values"])[0]
+        if pixels.ndim != 3:
+            raise VlmkitError(None, f"the image processor gives {pixels.ndim}-d pixels per image (tiled "
+                                    "images are not supported on the llama.cpp backend)")
+        return np.ascontiguousarray(np.clip(np.rint(pixels.transpose(1, 2, 0)), 0, 255).astype(np.uint8))
+
+    @classmethod
+    def for_mmproj(cls, mmproj: Path) -> ModelPixels | None:
+        """From the mmproj's ``vlmkit.mmproj.image_processor`` key; None for mmprojs without it."""
+        import gguf
+
+        from vlmkit.gguf.mmproj import KEY_IMAGE_PROCESSOR
+
+        field = gguf.GGUFReader(mmproj).get_field(KEY_IMAGE_PROCESSOR)
+        return cls(json.loads(str(field.contents()))) if field is not None else None
+
+
 class MtmdEncoder:
     """An mtmd context on the CPU: ``encode(image) -> np.ndarray [n_tokens, n_embd]``."""
 
@@ -93,6 +139,7 @@ class MtmdEncoder:
             raise VlmkitError(self.mmproj, "llama.cpp (mtmd) could not load this mmproj"
                                            + ("" if verbose else " (rerun with --verbose for its log)"))
         self.n_embd, self.rows = mmproj_layout(self.mmproj)
+        self.pixels = ModelPixels.for_mmproj(self.mmproj)
 
     def _load_text_model(self, path: str | Path):
         from vlmkit.gguf.llamacpp import load_model, model_params
@@ -108,7 +155,7 @@ class MtmdEncoder:
 
     def _encode(self, image) -> np.ndarray:
         m = self._mtmd
-        pixels = _rgb_array(image)
+        pixels = self.pixels(image) if self.pixels is not None else _rgb_array(image)
         height, width = pixels.shape[:2]
         data = pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
         bitmap = m.mtmd_bitmap_init(width, height, data)

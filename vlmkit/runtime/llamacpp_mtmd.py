@@ -1,7 +1,9 @@
 """Images on the llama.cpp backend through mtmd (llama.cpp's multimodal library).
 
-Images reach mtmd as RGB bytes of the PIL image vlmkit already decoded (the same pixels the
-transformers processor gets), not as a file name: mtmd's own decoder would be a second reader.
+Images reach mtmd as RGB bytes of the PIL image vlmkit already decoded, not as a file name: mtmd's own
+decoder would be a second reader. For mmprojs written by ``vlmkit convert`` those bytes are first resized /
+cropped / padded by the checkpoint's own image processor (``vlmkit.gguf.mtmd.ModelPixels``), so a 4:3 photo
+becomes the pixels transformers sees and mtmd's own resize is the identity.
 
 For mmprojs written by ``vlmkit convert`` (they declare which mtmd rows equal which transformers rows),
 image chunks are encoded by mtmd but fed to the text model as transformers' rows (SigLIP + "default"
@@ -56,6 +58,9 @@ class Mtmd:
         self.vocab = llama_cpp.llama_model_get_vocab(text_model)
         self.n_embd = llama_cpp.llama_model_n_embd(text_model)
         self.rows = _rows_map(self.path)
+        from vlmkit.gguf.mtmd import ModelPixels
+
+        self.pixels = ModelPixels.for_mmproj(self.path)
 
     def _image_rows(self, n: int) -> int:
         """How many rows an image chunk of ``n`` mtmd tokens feeds the text model."""
@@ -66,9 +71,11 @@ class Mtmd:
         return len(to_transformers_rows(np.arange(n), *self.rows))
 
     def _bitmap(self, image: Any) -> Any:
-        data = image.convert("RGB").tobytes()
+        pixels = self.pixels(image) if self.pixels is not None else np.asarray(image.convert("RGB"))
+        height, width = pixels.shape[:2]
+        data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
         array = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        bitmap = self.lib.mtmd_bitmap_init(image.width, image.height, array)
+        bitmap = self.lib.mtmd_bitmap_init(width, height, array)
         if not bitmap:
             raise VlmkitError(None, "mtmd could not take the image")
         return bitmap
