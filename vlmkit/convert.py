@@ -166,10 +166,11 @@ def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | No
 def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
     """Image-embedding parity (mtmd vs transformers) from the mmproj helper's module, when present."""
     try:
-        from vlmkit.gguf.mmproj_verify import verify_image_embeddings
+        from vlmkit.gguf.mmproj_verify import verify_image_embeddings, verify_photo
     except ImportError:
         return None
-    return verify_image_embeddings(model_dir, tmp, verbose=verbose)
+    name, photo = verify_photo()
+    return {"photo": name, **verify_image_embeddings(model_dir, tmp, photo, verbose=verbose)}
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:

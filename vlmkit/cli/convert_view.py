@@ -44,7 +44,7 @@ def render_verify(console: Console, report) -> None:
     ig = report.image_greedy
     if ig and "skipped" not in ig:
         same = "identical" if ig["first_diff"] is None else f"first difference at token {ig['first_diff']}"
-        table.add_row(f"greedy {len(ig['hf_tokens'])} tokens with image", f"{ig['n_same']}/{len(ig['hf_tokens'])} {same}")
+        table.add_row(f"greedy {len(ig['hf_tokens'])} tokens with {ig.get('image', 'image')}", f"{ig['n_same']}/{len(ig['hf_tokens'])} {same}")
         table.add_row("with image: mean KLD / same top-1",
                       f"{ig['teacher']['mean_kld']:.3g} / {ig['teacher']['same_top1']:.2%}")
     elif ig:
@@ -53,6 +53,10 @@ def render_verify(console: Console, report) -> None:
         for key, value in report.image.items():
             if isinstance(value, (int, float, str)):
                 table.add_row(f"image: {key}", f"{value:.6g}" if isinstance(value, float) else str(value))
+        resize = report.image.get("resize")
+        if resize:
+            table.add_row("image at its own size: cosine / min token cosine",
+                          f"{resize['cosine']:.6g} / {resize['min_token_cosine']:.6g}")
     console.print(table)
     for note in (report.image or {}).get("notes", []):
         console.print(f"[yellow]image: {note}[/yellow]")

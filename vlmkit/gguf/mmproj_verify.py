@@ -10,9 +10,10 @@
   quick-GELU through an fp16 table (input and output rounded to fp16; GELU is the tanh form, and
   x <= -10 -> 0, x >= 10 -> x), and ``ggml_conv_2d`` im2cols pixels and kernel to fp16 unless the kernel
   is bf16; flash attention (on by default on the CPU) casts K and V to fp16;
-* ``resize``: when ``image`` is not at the model's input size, mtmd's own resize (bicubic, letterboxed to a
-  square) vs the transformers image processor on the original image. The main comparison then uses the
-  image resized to the input size first (identical pixels for both sides).
+* ``resize``: when ``image`` is not at the model's input size, ``MtmdEncoder`` on the original image (the
+  checkpoint's processor resizes / crops it, see ``vlmkit.gguf.mtmd.ModelPixels``; mtmd's own resize for
+  mmprojs without the processor config) vs the transformers image processor on the original image. The
+  main comparison then uses the image resized to the input size first (identical pixels for both sides).
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def test_image(size: int) -> np.ndarray:
     bar = (np.abs(y - 0.75) < 0.08) & (x > 0.5)
     rgb = np.stack([200 * x + 40 * disc, 180 * y + 60 * bar, 120 * (1 - x * y) + 100 * disc], axis=-1)
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def verify_photo() -> tuple[str, np.ndarray]:
+    """The non-square picture ``convert --verify`` checks with (most photos are 4:3): scikit-image's cat
+    photo (451x300) when scikit-image is installed, else ``test_image`` cut to 4:3. Returns (name, pixels)."""
+    try:
+        from skimage import data
+    except ImportError:
+        return "test picture 640x480", test_image(640)[:480]
+    return "scikit-image chelsea 451x300", data.chelsea()
 
 
 def compare(llama: np.ndarray, ref: np.ndarray, rows, suffix: str = "") -> dict[str, float]:

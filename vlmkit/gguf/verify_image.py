@@ -1,5 +1,6 @@
 """Greedy tokens and teacher-forced logits *with an image*: transformers' LLaVA vs llama.cpp fed the
-mmproj's image embeddings (mtmd) between the same text tokens.
+mmproj's image embeddings (mtmd) between the same text tokens. The image is a non-square photo
+(``verify_photo``): each side resizes it as the checkpoint's processor does.
 
 Both sides get identical token ids: the prompt is tokenized once by the HF processor and split around its
 image-token run; llama.cpp receives mtmd's embedding rows in that run's place (``decode_image``, written by
@@ -21,11 +22,10 @@ QUESTION = "What is in the picture?"
 
 def verify_with_image(model_dir: Path, out_dir: Path, hf_model, llm, n_tokens: int = 16,
                       verbose: bool = False) -> dict[str, Any]:
-    from vlmkit.gguf.mmproj_verify import test_image
+    from vlmkit.gguf.mmproj_verify import verify_photo
     from vlmkit.gguf.mtmd import MtmdEncoder, decode_image
 
-    size = int(hf_model.config.vision_config.image_size)
-    image = test_image(size)
+    photo, image = verify_photo()
     ids, pixel_values, start, stop = _hf_inputs(model_dir, hf_model, image)
     with MtmdEncoder(out_dir / "mmproj.gguf", out_dir / "model.gguf", verbose=verbose) as encoder:
         rows = encoder.encode(image, transformers_layout=True)
@@ -52,7 +52,7 @@ def verify_with_image(model_dir: Path, out_dir: Path, hf_model, llm, n_tokens: i
     cand = np.array(llm.scores[first:first + len(tail)], dtype=np.float32)
     ref = _logits_hf(hf_model, ids + hf_out, pixel_values)[stop:]
     same, first_diff = sequence_agreement(hf_out, ll_out)
-    return {"prompt": QUESTION, "hf_tokens": hf_out, "gguf_tokens": ll_out, "n_same": same,
+    return {"prompt": QUESTION, "image": photo, "hf_tokens": hf_out, "gguf_tokens": ll_out, "n_same": same,
             "first_diff": first_diff, "teacher": logit_stats(ref, cand).as_dict()}
 
 
