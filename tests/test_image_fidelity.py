@@ -70,15 +70,17 @@ def test_mtmd_sees_the_processor_pixels(model, tmp_path):
 
 def test_model_pixels_are_the_processors(zoo):
     """``ModelPixels`` (the llama.cpp side) normalized as mtmd does == transformers' pixel_values."""
+    import json
+
     import numpy as np
     from transformers import AutoImageProcessor
 
-    from vlmkit.gguf.mmproj import image_processor_config
+    from vlmkit.gguf.mmproj import image_processor_json
     from vlmkit.gguf.mtmd import ModelPixels
 
     for name in ("llava-calm2-siglip", "llava-clip"):
         processor = AutoImageProcessor.from_pretrained(zoo(name))
-        pixels = ModelPixels(image_processor_config(zoo(name))[1])
+        pixels = ModelPixels(json.loads(image_processor_json(zoo(name))))
         mean, std = np.float32(processor.image_mean), np.float32(processor.image_std)
         for shape in SHAPES:
             ours = pixels(photo(shape))

@@ -175,14 +175,13 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     _activation(model_dir, "projector_hidden_act", full["projector_hidden_act"],
                 {k: (None, v) for k, v in PROJECTOR_ACTS.items()}, approximations)
     mean, std = image_normalization(model_dir)
-    processor = image_processor_config(model_dir)
     return {
         "has_cls": has_cls, "n_layer": n_layer, "feature_layers": layers, "block_count": max(layers),
         "n_embd": vis["hidden_size"], "n_ff": vis["intermediate_size"], "n_head": vis["num_attention_heads"],
         "eps": vis["layer_norm_eps"], "image_size": image_size, "patch_size": patch_size,
         "n_embd_text": text["hidden_size"], "llamacpp_rows": rows[0], "hf_rows": rows[1],
         "tower_act": tower_flag, "image_mean": mean, "image_std": std, "approximations": approximations,
-        "image_processor": json.dumps(processor[1], sort_keys=True) if processor else None,
+        "image_processor": image_processor_json(model_dir),
     }
 
 
@@ -256,6 +255,26 @@ def image_processor_config(model_dir: Path) -> tuple[Path, dict[str, Any]] | Non
         if "image_mean" in cfg and "image_std" in cfg:
             return path, cfg
     return None
+
+
+def image_processor_json(model_dir: Path) -> str | None:
+    """The image processor transformers loads for the checkpoint, as JSON (its class name included), for
+    the runtime to resize exactly as it does; None when the saved config does not name its processor
+    class (transformers would guess one from config.json) or transformers cannot load it (mtmd then
+    resizes)."""
+    from transformers import AutoImageProcessor
+
+    from vlmkit.logs import quiet_transformers
+
+    found = image_processor_config(model_dir)
+    if found is None or "image_processor_type" not in found[1]:
+        return None
+    quiet_transformers()
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError):
+        return None
+    return processor.to_json_string()
 
 
 def image_normalization(model_dir: Path) -> tuple[list[float], list[float]]:
