@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from vlmkit import zoo as zoo_module
 from vlmkit.errors import VlmkitError
 
-VLMS = ["llava-calm2-siglip", "llava-clip", "paligemma"]
+VLMS = ["llava-calm2-siglip", "llava-string-template", "llava-clip", "paligemma"]
 TEXT = ["opencalm", "llama"]
 BUILT = [*VLMS, *TEXT, "vila"]
 TEXTS = ["The red square is left of the blue circle.", "赤い四角形が青い円の左にあります。"]

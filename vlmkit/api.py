@@ -97,9 +97,13 @@ class Runner:
         from vlmkit.runtime.session import run_generation
 
         params = SamplingParams.from_kwargs(**sampling)
+        reserved = next((text for text in self.backend.image_texts() if text in prompt), None)
+        if reserved:
+            raise VlmkitError(None, f"the prompt contains {reserved!r}, which this model reads as an image: "
+                                    "give pictures with --image (images=...), vlmkit places them")
         loaded = [load_image(image) for image in images]
         typed = uses_typed_content(self.backend.chat_template())
-        turn = user_message(prompt, len(loaded), typed)
+        turn = user_message(prompt, len(loaded), typed, self.backend.image_placeholder)
         all_images = [*self.history_images, *loaded] if keep else loaded
         messages = [*self.history, turn] if keep else [turn]
         self.last_result = yield from run_generation(self.backend, messages, all_images, params)

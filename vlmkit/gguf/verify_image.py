@@ -57,15 +57,22 @@ def verify_with_image(model_dir: Path, out_dir: Path, hf_model, llm, n_tokens: i
 
 
 def _hf_inputs(model_dir: Path, model, image: np.ndarray):
+    """The HF processor's inputs for QUESTION about ``image``, the prompt built as ``vlmkit run`` builds
+    it for every template style (typed image parts, string content, no template)."""
     from PIL import Image
     from transformers import AutoProcessor
 
+    from vlmkit.runtime.prompt import plain_render, template_errors, user_message, uses_typed_content
+
     processor = AutoProcessor.from_pretrained(model_dir)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
-    try:
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    except ValueError:  # no chat template: llava-1.5's format
-        prompt = f"USER: <image>\n{QUESTION} ASSISTANT:"
+    template = getattr(processor, "chat_template", None)
+    placeholder = getattr(processor, "image_token", None) or "<image>"
+    messages = [user_message(QUESTION, 1, uses_typed_content(template), placeholder)]
+    if template:
+        with template_errors():
+            prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        prompt = plain_render(messages, placeholder)
     inputs = processor(images=Image.fromarray(image), text=prompt, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     token = getattr(model.config, "image_token_id", None) or model.config.image_token_index

@@ -109,6 +109,13 @@ class Backend(Protocol):
     name: str
     n_ctx: int
 
+    @property
+    def image_placeholder(self) -> str | None:
+        """The text that stands for an image in string content (None: the model takes no images)."""
+
+    def image_texts(self) -> tuple[str, ...]:
+        """Texts a user's prompt must not contain because the backend would take them for images."""
+
     def chat_template(self) -> str | None:
         """The model's Jinja chat template, or None when it has none."""
 

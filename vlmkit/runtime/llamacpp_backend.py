@@ -22,7 +22,13 @@ from vlmkit.gguf.llamacpp import load_model, model_params
 from vlmkit.gguf.tokenizer import KEY_PREPEND_SCHEME
 from vlmkit.runtime import llamacpp_native as native
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
-from vlmkit.runtime.prompt import add_special_tokens, plain_render, render_template, template_image_text
+from vlmkit.runtime.prompt import (
+    add_special_tokens,
+    plain_render,
+    render_template,
+    template_image_text,
+    uses_typed_content,
+)
 
 MAX_CTX = 4096  # KV cache cap: a 32k training context would allocate GBs of f16 KV up front
 PREPEND_SCHEME_KEY = KEY_PREPEND_SCHEME
@@ -115,14 +121,28 @@ class LlamaCppBackend:
     def chat_template(self) -> str | None:
         return self.template
 
+    @property
+    def image_placeholder(self) -> str | None:
+        """What stands for an image in string content: mtmd's marker (None without an mmproj)."""
+        return self.mtmd.marker if self.mtmd is not None else None
+
+    def image_texts(self) -> tuple[str, ...]:
+        """Texts a user's prompt must not contain: they would be taken for images."""
+        if self.mtmd is None:
+            return ()
+        return tuple(t for t in (self.mtmd.marker, self.image_text or "<image>") if t)
+
     def render(self, messages: Sequence[Message], n_images: int = 0) -> str:
-        marker = self.mtmd.marker if self.mtmd is not None else "<image>"
+        """Typed-content templates write their own image text (``<image>``), replaced by mtmd's marker;
+        string-content templates and plain prompts already hold the marker (``image_placeholder``)."""
         if self.template is None:
-            return plain_render(messages, marker)
+            return plain_render(messages, self.image_placeholder)
         text = render_template(self.template, messages, self.special)
-        if n_images and self.image_text is None:
+        if not n_images or not uses_typed_content(self.template):
+            return text
+        if self.image_text is None:
             raise UnsupportedError(self.path, "the GGUF's chat template has no place for images")
-        return text.replace(self.image_text, marker) if n_images else text
+        return text.replace(self.image_text, self.mtmd.marker)
 
     @property
     def image_text(self) -> str | None:

@@ -7,8 +7,9 @@ appear in a message) rather than left to each backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,18 @@ def load_image(image: Any) -> Any:
         raise VlmkitError(path, f"cannot read the image ({error.__class__.__name__}: {error})") from None
 
 
-def user_message(text: str, n_images: int, typed_content: bool) -> Message:
-    """A user turn; images come first, as LLaVA-style templates and processors expect."""
+def image_prefix(n_images: int, placeholder: str | None) -> str:
+    """The text that stands for ``n_images`` images in a string prompt: one placeholder line per image,
+    before the question (LLaVA's documented ``USER: <image>\n{question}`` layout)."""
+    return (placeholder + "\n") * n_images if placeholder else ""
+
+
+def user_message(text: str, n_images: int, typed_content: bool, placeholder: str | None = "<image>") -> Message:
+    """A user turn; images come first, as LLaVA-style templates and processors expect. For templates
+    that read ``content`` as a string (and for no template) the images are ``placeholder`` lines in
+    the text, where the processor looks for them."""
     if not typed_content:
-        return {"role": "user", "content": text}
+        return {"role": "user", "content": image_prefix(n_images, placeholder) + text}
     parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
     parts.append({"type": "text", "text": text})
     return {"role": "user", "content": parts}
@@ -61,7 +70,7 @@ def plain_render(messages: Sequence[Message], image_placeholder: str) -> str:
             continue
         images = sum(part["type"] == "image" for part in content)
         text = "".join(part.get("text", "") for part in content)
-        pieces.append((image_placeholder + "\n") * images + text if images and image_placeholder else text)
+        pieces.append(image_prefix(images, image_placeholder) + text)
     return "".join(pieces)
 
 
@@ -80,13 +89,28 @@ def add_special_tokens(text: str, bos_token: str | None, has_template: bool, pro
 
 def render_template(template: str, messages: Sequence[Message], special_tokens: dict[str, str]) -> str:
     """Render a chat template exactly as transformers' ``apply_chat_template`` does (same function,
-    same sandboxed Jinja environment, special tokens passed as variables), so a GGUF's template
-    gives the llama.cpp backend the prompt text the transformers backend sees."""
+    same sandboxed Jinja environment: ``jinja2.sandbox.ImmutableSandboxedEnvironment``, special tokens
+    passed as variables), so a GGUF's template gives the llama.cpp backend the prompt text the
+    transformers backend sees."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(conversations=[list(messages)], chat_template=template,
-                                        add_generation_prompt=True, **special_tokens)
+    with template_errors():
+        rendered, _ = render_jinja_template(conversations=[list(messages)], chat_template=template,
+                                            add_generation_prompt=True, **special_tokens)
     return rendered[0]
+
+
+@contextlib.contextmanager
+def template_errors() -> Iterator[None]:
+    """A chat template that fails (syntax, ``raise_exception``, the sandbox refusing an attribute)
+    becomes one line naming the template, not Jinja's traceback."""
+    import jinja2
+
+    try:
+        yield
+    except jinja2.TemplateError as error:
+        kind = "refused by the sandbox" if isinstance(error, jinja2.exceptions.SecurityError) else "failed"
+        raise VlmkitError(None, f"the chat template {kind}: {error.__class__.__name__}: {error}") from None
 
 
 def template_image_text(template: str, special_tokens: dict[str, str]) -> str | None:

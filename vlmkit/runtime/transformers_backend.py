@@ -18,7 +18,7 @@ from typing import Any
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.logs import quiet_transformers
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
-from vlmkit.runtime.prompt import add_special_tokens, plain_render
+from vlmkit.runtime.prompt import add_special_tokens, plain_render, template_errors
 
 # Model types whose processor builds the whole prompt itself (image tokens + BOS + text + "\n" for
 # PaliGemma): a chat template or an <image> placeholder in the text would double them.
@@ -129,13 +129,22 @@ class TransformersBackend:
         return getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
 
     @property
-    def image_placeholder(self) -> str:
-        return getattr(self.processor, "image_token", None) or "<image>"
+    def image_placeholder(self) -> str | None:
+        """The text the processor expands into image tokens (None: text-only; "" when the processor
+        builds the whole prompt itself)."""
+        if not self.is_vlm:
+            return None
+        return "" if self.raw_prompt else getattr(self.processor, "image_token", None) or "<image>"
+
+    def image_texts(self) -> tuple[str, ...]:
+        """Texts a user's prompt must not contain: the processor would take them for images."""
+        return (self.image_placeholder,) if self.image_placeholder else ()
 
     def render(self, messages: Sequence[Message], n_images: int = 0) -> str:
         if self.chat_template() is None:
-            return plain_render(messages, "" if self.raw_prompt else self.image_placeholder)
-        return self.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            return plain_render(messages, self.image_placeholder)
+        with template_errors():
+            return self.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
 
     def prepare(self, messages: Sequence[Message], images: Sequence[Any]) -> Prompt:
         if images and not self.is_vlm:

@@ -10,6 +10,8 @@ Entries (all float32 with bf16-exact values; see each builder module for what mi
 
 * ``llava-calm2-siglip`` (cyberagent/llava-calm2-siglip): SigLIP tower + MLP projector + Llama, calm2
   byte-level BPE (no llama.cpp pre-tokenizer hash), ``USER: <image>\n...\nASSISTANT: `` template;
+* ``llava-string-template``: llava-calm2-siglip whose chat template reads ``content`` as a plain string
+  (``USER: {{ content }}\nASSISTANT: ``), so the ``<image>`` line is part of the user's text;
 * ``llava-clip`` (llava-hf/llava-1.5-7b-hf): CLIP tower, sentencepiece Llama tokenizer;
 * ``paligemma`` (google/paligemma-3b-pt-224): SigLIP + linear projector + Gemma, tied head;
 * ``opencalm`` (cyberagent/open-calm-*): GPT-NeoX, full rotary, sequential residual, untied head;
@@ -36,6 +38,7 @@ from vlmkit.errors import VlmkitError
 
 _BUILDERS: dict[str, tuple[str, str]] = {
     "llava-calm2-siglip": ("vlmkit.zoo.llava", "build_llava_calm2_siglip"),
+    "llava-string-template": ("vlmkit.zoo.llava", "build_llava_string_template"),
     "llava-clip": ("vlmkit.zoo.llava", "build_llava_clip"),
     "paligemma": ("vlmkit.zoo.paligemma", "build_paligemma"),
     "opencalm": ("vlmkit.zoo.text", "build_opencalm"),

@@ -4,7 +4,8 @@ Structure follows the real config.json files: calm2 has a SigLIP-so400m tower (n
 ``vision_feature_layer=-2`` and ``vision_feature_select_strategy="default"`` — so, as in the real
 model, the first SigLIP patch is dropped and an image gives ``patches - 1`` tokens — a Llama LM with
 bos = eos = 0 and pad = 1, rope_theta 500000, and a byte-level BPE tokenizer whose ``<image>`` token
-sits after the learned vocabulary (65000 of 65024 in the real one). llava-1.5 has a CLIP tower
+sits after the learned vocabulary (65000 of 65024 in the real one). ``llava-string-template`` is the
+same model with a template that reads ``content`` as a plain string (``USER: {{ content }}``). llava-1.5 has a CLIP tower
 (CLS + patches, 'default' drops the CLS), a sentencepiece Llama tokenizer with ``<image>`` and
 ``<pad>`` added after the 32000 pieces.
 
@@ -20,6 +21,7 @@ from vlmkit.zoo import common
 from vlmkit.zoo.tokenizers import (
     LLAVA15_CHAT_TEMPLATE,
     LLAVA_CHAT_TEMPLATE,
+    STRING_CHAT_TEMPLATE,
     byte_level_tokenizer,
     sentencepiece_tokenizer,
     train_sentencepiece,
@@ -86,7 +88,12 @@ def calm2_tokenizer():
     return byte_level_tokenizer(500, specials, extra_special=["<image>"])
 
 
-def build_llava_calm2_siglip(out: Path) -> None:
+def build_llava_string_template(out: Path) -> None:
+    """llava-calm2-siglip with a chat template that renders ``content`` as a plain string."""
+    build_llava_calm2_siglip(out, STRING_CHAT_TEMPLATE)
+
+
+def build_llava_calm2_siglip(out: Path, chat_template: str = LLAVA_CHAT_TEMPLATE) -> None:
     from transformers import LlavaConfig, LlavaProcessor, SiglipImageProcessor, SiglipVisionConfig
 
     tokenizer = calm2_tokenizer()
@@ -115,7 +122,7 @@ def build_llava_calm2_siglip(out: Path) -> None:
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=0,
-        chat_template=LLAVA_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     _save_llava(config, processor, out, {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1})
 

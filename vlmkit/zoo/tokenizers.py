@@ -37,6 +37,16 @@ LLAVA_CHAT_TEMPLATE = (
 )
 """calm2 / llava-calm2-siglip prompt format: ``USER: <image>\\n{prompt}\\nASSISTANT: ``."""
 
+STRING_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: {{ message['content'] }}{{ eos_token }}\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT: {% endif %}"
+)
+"""The same format from a template that reads ``content`` as a plain string (no ``{"type": "image"}``
+parts), as many community LLaVA checkpoints ship: the ``<image>`` line must already be in the text."""
+
 LLAVA15_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}USER: "
