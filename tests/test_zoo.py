@@ -113,6 +113,10 @@ def test_vlm_runs_with_processor(zoo, name):
     model = load_checked(transformers.AutoModelForImageTextToText, folder)
     if name == "paligemma":
         prompt = "<image>caption en"
+    elif name == "llava-string-template":  # string content: the <image> line is the user's text
+        messages = [{"role": "user", "content": "<image>\n" + TEXTS[1]}]
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        assert prompt == f"USER: <image>\n{TEXTS[1]}\nASSISTANT: "
     else:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": TEXTS[1]}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -121,7 +125,7 @@ def test_vlm_runs_with_processor(zoo, name):
     assert inputs["pixel_values"].shape == (1, 3, size, size)
     patches = (size // config.vision_config.patch_size) ** 2
     # SigLIP has no CLS: llava-calm2's 'default' strategy drops its first patch, as the real model does.
-    expected = {"llava-calm2-siglip": patches - 1, "llava-clip": patches, "paligemma": patches}[name]
+    expected = {"llava-calm2-siglip": patches - 1, "llava-string-template": patches - 1, "llava-clip": patches, "paligemma": patches}[name]
     assert int((inputs["input_ids"] == config.image_token_index).sum()) == expected
     with torch.no_grad():
         logits = model(**inputs).logits
