@@ -87,3 +87,65 @@ def test_model_pixels_are_the_processors(zoo):
             ref = processor(images=photo(shape), return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
             assert ours.dtype == np.uint8 and ours.shape == ref.shape
             np.testing.assert_allclose((ours / np.float32(255) - mean) / std, ref, atol=1e-6)
+
+
+CLIP_QUESTIONS = ("What is in the picture?", "Describe the image.", "What color is the cat?")
+
+
+def turn_for(runner, question: str):
+    from vlmkit.runtime.prompt import user_message, uses_typed_content
+
+    backend = runner.backend
+    return user_message(question, 1, uses_typed_content(backend.chat_template()), backend.image_placeholder)
+
+
+def hf_next_logits(hf_runner, question: str, image, rows=None):
+    """transformers' next-token logits after the prompt; ``rows``: image features to use instead of
+    its own tower's (the rows mtmd feeds llama.cpp)."""
+    import torch
+
+    backend = hf_runner.backend
+    inputs = backend.prepare([turn_for(hf_runner, question)], [image]).payload
+    model = backend.model
+    with torch.no_grad():
+        if rows is None:
+            return model(**inputs).logits[0, -1].numpy()
+        embeds = model.get_input_embeddings()(inputs["input_ids"])
+        embeds[0, inputs["input_ids"][0] == model.config.image_token_index] = torch.from_numpy(rows)
+        return model(inputs_embeds=embeds).logits[0, -1].numpy()
+
+
+def gguf_next_logits(gguf_runner, question: str, image):
+    """llama.cpp's next-token logits after the same prompt, through the run backend."""
+    import llama_cpp
+    import numpy as np
+
+    backend = gguf_runner.backend
+    backend._evaluate(backend.prepare([turn_for(gguf_runner, question)], [image]))
+    logits = llama_cpp.llama_get_logits_ith(backend.ctx, -1)
+    return np.ctypeslib.as_array(logits, shape=(backend.n_vocab,)).copy()
+
+
+def test_clip_difference_is_mtmds_image_rows(tmp_path):
+    """CLIP LLaVA (deliverable 4): mtmd computes no output for patch 0 (it returns the CLS output in its
+    place, llama.cpp #25814), so logits with an image differ from transformers'. Proof that this runtime
+    row is the whole difference: transformers' own LM fed the rows mtmd feeds llama.cpp gives llama.cpp's
+    logits to the runtime's f16-KV precision, >= 50x closer than transformers with its own tower."""
+    import numpy as np
+
+    from vlmkit.convert import convert
+    from vlmkit.gguf.mtmd import MtmdEncoder
+
+    result = convert("zoo:llava-clip", tmp_path / "gguf", dtype="f32", verify=False)
+    with vlmkit.load(tmp_path / "gguf", device="cpu") as gguf, \
+            vlmkit.load("zoo:llava-clip", dtype="f32", device="cpu") as hf:
+        n_vocab = gguf.backend.n_vocab
+        for shape in SHAPES:
+            image = photo(shape)
+            with MtmdEncoder(result.mmproj_path, result.model_path) as encoder:
+                rows = encoder.encode(image, transformers_layout=True)
+            for question in CLIP_QUESTIONS:
+                ours = gguf_next_logits(gguf, question, image)
+                own = np.abs(ours - hf_next_logits(hf, question, image)[:n_vocab]).max()
+                fed = np.abs(ours - hf_next_logits(hf, question, image, rows)[:n_vocab]).max()
+                assert fed < 0.01 and own > 50 * fed, (shape, question, own, fed)
