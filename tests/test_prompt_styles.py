@@ -120,3 +120,23 @@ def test_templates_render_in_jinja_sandbox(zoo):
     mutate = "{% set x = [] %}{{ x.append(1) }}"
     with pytest.raises(VlmkitError, match="refused by the sandbox"):
         render_template(mutate, [{"role": "user", "content": "hi"}], {})
+
+
+@pytest.mark.parametrize("target", ["demo", "gguf"])
+def test_chat_history_continues_the_prompt_exactly(target, tmp_path):
+    """The demo's template ends the generation prompt with ``ASSISTANT:`` and renders a past answer as
+    ``ASSISTANT: {content}``: the history keeps the answer without the model's leading space, so the
+    next turn's prompt holds exactly the tokens the model produced (not ``ASSISTANT:  red``)."""
+    from vlmkit.convert import convert
+
+    model = "demo"
+    if target == "gguf":
+        convert("demo", tmp_path / "gguf", dtype="f32", verify=False)
+        model = tmp_path / "gguf"
+    with vlmkit.load(model) as runner:
+        first = "".join(runner.chat("What color is the square?", images=[photo()]))
+        prompt = runner.backend.render(runner.history[:1], 1)
+        assert first.startswith(" ") and runner.backend.render(runner.history, 1).startswith(prompt + first)
+        "".join(runner.chat("Is there a circle?"))
+        second = runner.backend.prepare([*runner.history[:2], runner.history[2]], [photo()]).text
+        assert f"ASSISTANT:{first}" in second and f"ASSISTANT: {first}" not in second

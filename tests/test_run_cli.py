@@ -56,3 +56,11 @@ def test_one_line_errors(args, message):
                           timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip() == message and "Traceback" not in proc.stderr
+
+
+def test_tokens_per_s_is_null_without_a_decode_interval():
+    """One generated token: no interval between tokens to time, so no rate (not 0.0)."""
+    one = json.loads(invoke("zoo:llama", "-p", PROMPT, "--max-new-tokens", "1", "--json").stdout.splitlines()[-1])
+    assert one["completion_tokens"] == 1 and one["tokens_per_s"] is None
+    two = json.loads(invoke("zoo:llama", "-p", PROMPT, "--max-new-tokens", "3", "--json").stdout.splitlines()[-1])
+    assert two["completion_tokens"] == 3 and two["tokens_per_s"] > 0

@@ -108,8 +108,24 @@ class Runner:
         messages = [*self.history, turn] if keep else [turn]
         self.last_result = yield from run_generation(self.backend, messages, all_images, params)
         if keep:
-            self.history += [turn, assistant_message(self.last_result.text, typed)]
+            self.history += [turn, self._reply(messages, len(all_images), self.last_result.text, typed)]
             self.history_images = all_images
+
+    def _reply(self, messages: list[Message], n_images: int, text: str, typed: bool) -> Message:
+        """The assistant turn for the history: the one whose rendering continues the prompt with exactly
+        the generated text. Templates that end the generation prompt with ``ASSISTANT:`` but render a
+        past turn as ``ASSISTANT: {content}`` need the model's leading space dropped, or the next turn
+        sees ``ASSISTANT:  red`` (two spaces), text the model never saw, and answers nothing."""
+        from vlmkit.runtime.prompt import assistant_message
+
+        if self.backend.chat_template() is None:
+            return assistant_message(text, typed)
+        prompt = self.backend.render(messages, n_images)
+        for candidate in (text, text.lstrip()):
+            reply = assistant_message(candidate, typed)
+            if self.backend.render([*messages, reply], n_images).startswith(prompt + text):
+                return reply
+        return assistant_message(text, typed)
 
     def close(self) -> None:
         self.backend.close()

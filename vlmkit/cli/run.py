@@ -67,7 +67,7 @@ def _answer(pieces: Any, runner: Any, as_json: bool) -> None:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
     typer.echo("")
-    rate = f"{result.tokens_per_s:.1f} tok/s, " if result.completion_tokens > 1 else ""  # no decode step to time
+    rate = f"{result.tokens_per_s:.1f} tok/s, " if result.tokens_per_s is not None else ""  # no decode step to time
     typer.secho(f"[{result.backend}: {result.prompt_tokens} prompt + {result.completion_tokens} tokens, "
                 f"first token {result.time_to_first_token_s:.2f} s, {rate}"
                 f"peak RSS {result.peak_rss_mb:.0f} MB, {result.finish_reason}]", err=True, dim=True)

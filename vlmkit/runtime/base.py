@@ -83,7 +83,7 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_s: float
-    tokens_per_s: float
+    tokens_per_s: float | None  # None: fewer than two tokens, no decode interval to measure
     total_s: float
     peak_rss_mb: float
     finish_reason: str  # "eos" | "stop" | "length"

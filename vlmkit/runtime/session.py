@@ -103,6 +103,6 @@ def _result(backend: Backend, n_prompt: int, stream: StopTextStream, params: Sam
     return GenerationResult(
         text=stream.text, prompt_tokens=n_prompt, completion_tokens=n,
         time_to_first_token_s=round((first or end) - start, 4),
-        tokens_per_s=round((n - 1) / decode_s, 2) if n > 1 and decode_s > 0 else 0.0,
+        tokens_per_s=round((n - 1) / decode_s, 2) if n > 1 and decode_s > 0 else None,
         total_s=round(end - start, 4), peak_rss_mb=round(peak_rss_mb(), 1), finish_reason=reason,
         backend=backend.name, token_ids=list(stream.ids))
