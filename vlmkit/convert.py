@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,8 @@ def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "ggu
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise VlmkitError(out_dir, "--out must be a directory (model.gguf and mmproj.gguf go inside)")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        _check_replaceable(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
@@ -96,7 +97,8 @@ def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads:
     source = TensorSource(model_dir)
     float_type = dtype if dtype in ("f32", "f16", "bf16") else lossless_float(source)
     float_path = tmp / (MODEL_FILE if float_type == dtype else f"model-{float_type}.gguf")
-    lm = write_lm_gguf(model_dir, config, float_path, float_type, source)
+    conversion_id = uuid.uuid4().hex
+    lm = write_lm_gguf(model_dir, config, float_path, float_type, source, conversion_id)
     if float_path.name != MODEL_FILE:
         from vlmkit.gguf.quantize import quantize
 
@@ -105,12 +107,13 @@ def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads:
     result = ConvertResult(tmp / MODEL_FILE, None, dtype, lm.arch, lm.family, lm.n_tensors, lm.dropped,
                            lm.vocab.how if lm.vocab else "", 0.0)
     if mmproj and any(r.startswith("vision tower") for r in lm.dropped.values()):
-        result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, dtype, result)
+        result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, dtype, result, conversion_id)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, result: ConvertResult):
+def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, result: ConvertResult,
+                  conversion_id: str):
     try:
         from vlmkit.gguf import mmproj
     except ImportError:
@@ -120,7 +123,8 @@ def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, 
         result.notes.append("mmproj.gguf not written: this vision tower has no mmproj export yet")
         return None
     try:
-        written = mmproj.write_mmproj(model_dir, config, source, tmp / MMPROJ_FILE, mmproj.mmproj_dtype(dtype))
+        written = mmproj.write_mmproj(model_dir, config, source, tmp / MMPROJ_FILE, mmproj.mmproj_dtype(dtype),
+                                      conversion_id)
     except UnsupportedError as error:  # the language model is still useful on its own: say so, loudly
         result.notes.append(f"WARNING: mmproj.gguf not written: {error.reason}")
         return None
@@ -173,11 +177,24 @@ def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
     return {"photo": name, **verify_image_embeddings(model_dir, tmp, photo, verbose=verbose)}
 
 
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """A non-empty ``--out`` is replaced as a whole (a stale mmproj.gguf must not outlive its model) only
+    with --overwrite, and only when it holds nothing but GGUF files: never someone's other work."""
+    if not overwrite:
+        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
+    others = sorted(p.name for p in out_dir.iterdir() if not (p.is_file() and p.suffix == ".gguf"))
+    if others:
+        raise VlmkitError(out_dir, f"--overwrite replaces the whole directory, which holds more than GGUF files "
+                                   f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}): choose another --out")
+
+
 def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move the finished files into ``out_dir``: a rename when it does not exist yet."""
+    """Put the finished directory at ``out_dir``: a rename; an existing (checked) one is swapped out and
+    removed, so nothing of an older conversion stays beside the new files."""
     if not out_dir.exists():
         os.replace(tmp, out_dir)
         return
-    for item in tmp.iterdir():
-        os.replace(item, out_dir / item.name)
-    tmp.rmdir()
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -38,8 +38,13 @@ def lossless_float(source: TensorSource) -> str:
     return "f32"
 
 
+KEY_CONVERSION_ID = "vlmkit.conversion_id"
+"""Stamped into model.gguf and mmproj.gguf by one ``vlmkit convert``: the runtime refuses a pair whose
+stamps differ (an mmproj left over from another conversion feeds the wrong embedding space)."""
+
+
 def write_lm_gguf(model_dir: Path, config: dict[str, Any], out: Path, dtype: str,
-                  source: TensorSource | None = None) -> LmExport:
+                  source: TensorSource | None = None, conversion_id: str | None = None) -> LmExport:
     source = source or TensorSource(model_dir)
     plan: LmPlan = plan_lm(model_dir, config, source, FLOAT_TYPES[dtype])
     result = LmExport(plan.arch, plan.family.name, len(plan.tensors), plan.dropped, config=plan.config)
@@ -51,6 +56,8 @@ def write_lm_gguf(model_dir: Path, config: dict[str, Any], out: Path, dtype: str
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         HPARAMS[plan.arch].add_kv(writer, plan.config, plan.hp)
         result.vocab = add_vocab(writer, Path(model_dir), plan.hp["vocab_size"])
+        if conversion_id:
+            writer.add_string(KEY_CONVERSION_ID, conversion_id)
 
     write_gguf(out, plan.arch, add_kv, plan.tensors)
     return result

@@ -139,7 +139,7 @@ def is_llava_vision(config: dict[str, Any]) -> bool:
 
 
 def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_path: Path | None = None,
-                 dtype: str = "f32") -> MmprojResult:
+                 dtype: str = "f32", conversion_id: str | None = None) -> MmprojResult:
     """Write ``out_path`` (default ``model_dir/mmproj.gguf``) atomically; see the module docstring."""
     from vlmkit.gguf.source import TensorSource
 
@@ -151,6 +151,10 @@ def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_p
     hp = vision_hparams(model_dir, config)
     tensors, dropped = plan_tensors(model_dir, hp, source, FLOAT_TYPES[dtype])
     metadata = _metadata(hp, FLOAT_TYPES[dtype], model_dir.name)
+    if conversion_id:
+        from vlmkit.gguf.export import KEY_CONVERSION_ID
+
+        metadata[KEY_CONVERSION_ID] = conversion_id
     _write_atomic(out_path, metadata, tensors)
     return MmprojResult(out_path, metadata, {t.name: t.source for t in tensors}, dropped, hp["approximations"])
 

@@ -74,11 +74,24 @@ class LlamaCppBackend:
         if mmproj is not None:
             from vlmkit.runtime.llamacpp_mtmd import Mtmd
 
+            self._check_pair(Path(mmproj))
+
             try:
                 self.mtmd = Mtmd(mmproj, self.model, use_gpu=self.gpu_layers != 0, threads=self.threads)
             except Exception:
                 self.close()
                 raise
+
+    def _check_pair(self, mmproj: Path) -> None:
+        """Refuse an mmproj stamped by another ``vlmkit convert`` than the model (its embeddings are for
+        another language model, or an older conversion of this one)."""
+        from vlmkit.gguf.export import KEY_CONVERSION_ID
+
+        ours, theirs = gguf_field(self.path, KEY_CONVERSION_ID), gguf_field(mmproj, KEY_CONVERSION_ID)
+        if ours and theirs and ours != theirs:
+            self.close()
+            raise VlmkitError(mmproj, f"comes from another conversion than {self.path.name} ({KEY_CONVERSION_ID} "
+                                      f"{theirs[:8]} vs {ours[:8]}): convert again into an empty --out")
 
     def _load_model(self, llama_cpp: Any, device: str) -> Any:
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda"):
