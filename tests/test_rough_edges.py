@@ -54,3 +54,32 @@ def test_model_and_mmproj_from_different_conversions_refused(tmp_path):
         vlmkit.load(tmp_path / "a")
     proc = cli("run", str(tmp_path / "a"), "-p", "hi")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "another conversion" in proc.stderr
+
+
+def llama_without_final_norm(zoo, tmp_path):
+    """zoo:llama minus ``model.norm.weight``: it converts, transformers loads it (initialising the norm),
+    llama.cpp refuses to load the GGUF."""
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "llama-no-norm"
+    shutil.copytree(zoo("llama"), model)
+    tensors = load_file(model / "model.safetensors")
+    del tensors["model.norm.weight"]
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    return model
+
+
+@pytest.mark.llamacpp
+def test_convert_keeps_its_output_when_a_check_crashes(zoo, tmp_path):
+    model = llama_without_final_norm(zoo, tmp_path)
+    proc = cli("convert", str(model), "--out", str(tmp_path / "out"), "--dtype", "f32")
+    assert proc.returncode == 2, proc.stderr
+    assert (tmp_path / "out" / "model.gguf").is_file()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and ".tmp-" not in proc.stderr
+    assert lines[0].startswith("warning: the parity check") and "could not run: ValueError: Failed to load model" \
+        in lines[0] and lines[0].endswith(f"the GGUF is written to {tmp_path / 'out'} (unchecked)")
+    proc = cli("convert", str(model), "--out", str(tmp_path / "out2"), "--dtype", "f32", "--json")
+    import json
+
+    assert proc.returncode == 2 and "could not run" in json.loads(proc.stdout)["verify_error"]

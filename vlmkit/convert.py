@@ -7,12 +7,14 @@ leaves nothing behind. Quantized types go through llama.cpp's own quantizer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ class ConvertResult:
     tokenizer: str
     seconds: float
     verify: Any = None                      # vlmkit.gguf.verify.VerifyReport
+    verify_error: str | None = None         # a check that could not run: which, and why (output kept)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,7 +46,8 @@ class ConvertResult:
             "model": str(self.model_path), "mmproj": str(self.mmproj_path) if self.mmproj_path else None,
             "dtype": self.dtype, "arch": self.arch, "family": self.family, "n_tensors": self.n_tensors,
             "dropped": self.dropped, "tokenizer": self.tokenizer, "seconds": round(self.seconds, 3),
-            "verify": self.verify.as_dict() if self.verify is not None else None, "notes": self.notes,
+            "verify": self.verify.as_dict() if self.verify is not None else None,
+            "verify_error": self.verify_error, "notes": self.notes,
         }
 
 
@@ -71,13 +75,10 @@ def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "ggu
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         result = _convert_into(model_dir, tmp, dtype, mmproj, threads, verbose)
-        if verify:
-            result.verify = _verify(model_dir, tmp, result, threads, verbose)
-        elif verify is None and _runtimes_available():
-            try:
-                result.verify = _verify(model_dir, tmp, result, threads, verbose)
-            except UnsupportedError as error:  # not asked for explicitly: convert anyway, and say why
-                result.notes.append(f"parity check skipped: {error.reason}")
+        if verify or (verify is None and _runtimes_available()):
+            _run_verification(model_dir, tmp, result, threads, verbose, asked=bool(verify))
+            if result.verify_error:  # name the files where they will be, not the temporary directory
+                result.verify_error = result.verify_error.replace(str(tmp), str(out_dir))
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,12 +159,49 @@ def _runtimes_available() -> bool:
     return available()
 
 
+class _CheckFailed(Exception):
+    def __init__(self, check: str, error: BaseException):
+        super().__init__(check)
+        self.check, self.error = check, error
+
+
+def _run_verification(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | None, verbose: bool,
+                      asked: bool) -> None:
+    """The parity checks; one that cannot run never costs the user the (finished) conversion: its name
+    and reason go to ``result.verify_error`` and the output is still published."""
+    from vlmkit.readers.base import one_line
+
+    try:
+        result.verify = _verify(model_dir, tmp, result, threads, verbose)
+    except _CheckFailed as failed:
+        error = failed.error
+        if isinstance(error, UnsupportedError) and not asked:  # not asked for: convert anyway, say why
+            result.notes.append(f"parity check skipped: {error.reason}")
+            return
+        if verbose:
+            import traceback
+
+            traceback.print_exception(error)
+        reason = error.reason if isinstance(error, VlmkitError) else f"{error.__class__.__name__}: {one_line(error)}"
+        result.verify_error = f"{failed.check} could not run: {reason}"
+
+
+@contextlib.contextmanager
+def _check(name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - any failure of a check is reported, the output kept
+        raise _CheckFailed(name, error) from error
+
+
 def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | None, verbose: bool):
     from vlmkit.gguf.verify import verify_lm
 
-    report = verify_lm(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
+    with _check("the parity check (tokenizer, greedy tokens, logits; with an image for VLMs)"):
+        report = verify_lm(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
     if result.mmproj_path is not None:
-        report.image = _verify_image(model_dir, tmp, verbose)
+        with _check("the image-embedding check"):
+            report.image = _verify_image(model_dir, tmp, verbose)
     return report
 
 

@@ -40,6 +40,10 @@ def convert_command(
         from vlmkit.cli.convert_view import render
 
         render(result)
+    if result.verify_error:
+        typer.secho(f"warning: {result.verify_error}; the GGUF is written to {out} (unchecked)",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(2)
     report = result.verify
     if report is not None and result.dtype == "f32" and not report.ok:
         raise typer.Exit(2)
