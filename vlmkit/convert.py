@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,21 +47,70 @@ class ConvertResult:
         }
 
 
+@dataclass(frozen=True)
+class ConvertOptions:
+    dtype: str = "f16"
+    verify: bool | None = None
+    mmproj: bool = True
+    threads: int | None = None
+    verbose: bool = False
+    overwrite: bool = False
+    config: str | None = None          # big_vision -> hf: a config.json or a preset name
+    tokenizer: str | None = None       # big_vision -> hf: tokenizer.model for the processor files
+
+
 def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "gguf", dtype: str = "f16",
             verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
-            verbose: bool = False, overwrite: bool = False) -> ConvertResult:
-    """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to GGUF in ``out_dir``.
+            verbose: bool = False, overwrite: bool = False, config: str | None = None,
+            tokenizer: str | None = None) -> Any:
+    """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
 
-    ``verify=None`` runs the transformers-vs-llama.cpp parity report when both are installed.
+    The route is chosen by (source format, target) in ``ROUTES``: HF -> GGUF (``verify=None`` runs the
+    transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
     """
     from vlmkit.hub import resolve_model
 
-    if to != "gguf":
-        raise UnsupportedError(None, f"--to {to}: only gguf is supported")
+    path = resolve_model(model)
+    source = source_format(path)
+    route = ROUTES.get((source, to))
+    if route is None:
+        known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
+        raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
+    options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer)
+    return route(path, Path(out_dir), options)
+
+
+def source_format(path: Path) -> str:
+    """``hf``, ``big_vision`` or ``gguf``, from what the reader finds at ``path``."""
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return {"npz": "big_vision", "gguf": "gguf"}.get(checkpoint.format, "hf")
+
+
+def _to_big_vision(path: Path, out: Path, options: ConvertOptions):
+    from vlmkit.export.big_vision import hf_to_big_vision
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return hf_to_big_vision(checkpoint, _read_config(path), out, overwrite=options.overwrite,
+                                progress=sys.stderr.isatty())
+
+
+def _from_big_vision(path: Path, out: Path, options: ConvertOptions):
+    from vlmkit.export.big_vision import big_vision_to_hf
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return big_vision_to_hf(checkpoint, out, config=options.config, tokenizer=options.tokenizer,
+                                overwrite=options.overwrite, progress=sys.stderr.isatty())
+
+
+def _to_gguf(model_dir: Path, out_dir: Path, options: ConvertOptions) -> ConvertResult:
+    dtype, verify, mmproj, threads = options.dtype, options.verify, options.mmproj, options.threads
+    verbose, overwrite = options.verbose, options.overwrite
     if dtype not in DTYPES:
         raise UnsupportedError(None, f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    model_dir = resolve_model(model)
-    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise VlmkitError(out_dir, "--out must be a directory (model.gguf and mmproj.gguf go inside)")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -84,6 +134,14 @@ def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "ggu
     result.model_path = out_dir / MODEL_FILE
     result.mmproj_path = out_dir / MMPROJ_FILE if result.mmproj_path else None
     return result
+
+
+# (source format, --to) -> the function that does it
+ROUTES = {
+    ("hf", "gguf"): _to_gguf,
+    ("big_vision", "hf"): _from_big_vision,
+    ("hf", "big_vision"): _to_big_vision,
+}
 
 
 def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,
