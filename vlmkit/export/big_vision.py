@@ -76,7 +76,10 @@ def big_vision_to_hf(checkpoint: Checkpoint, out_dir: Path, *, config: str | Non
     start = time.perf_counter()
     family, wmap = npz_family(checkpoint)
     shapes = {name: info.shape for name, info in checkpoint.infos.items()}
-    hf_config, config_from = resolve_config(wmap, shapes, config)
+    try:
+        hf_config, config_from = resolve_config(wmap, shapes, config)
+    except VlmkitError as error:
+        raise type(error)(error.path or checkpoint.path, error.reason) from None
     tokenizer_path = _find_tokenizer(wmap, checkpoint.path, tokenizer)
     layout = wmap.layout_of(shapes)
     with atomic_dir(Path(out_dir), overwrite) as tmp:
