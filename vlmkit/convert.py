@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,14 +109,9 @@ def _to_gguf(model_dir: Path, out_dir: Path, options: ConvertOptions) -> Convert
     verbose, overwrite = options.verbose, options.overwrite
     if dtype not in DTYPES:
         raise UnsupportedError(None, f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise VlmkitError(out_dir, "--out must be a directory (model.gguf and mmproj.gguf go inside)")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
-    try:
+    from vlmkit.export.atomic import atomic_dir
+
+    with atomic_dir(out_dir, overwrite, what="(model.gguf and mmproj.gguf go inside)") as tmp:
         result = _convert_into(model_dir, tmp, dtype, mmproj, threads, verbose)
         if verify:
             result.verify = _verify(model_dir, tmp, result, threads, verbose)
@@ -127,10 +120,6 @@ def _to_gguf(model_dir: Path, out_dir: Path, options: ConvertOptions) -> Convert
                 result.verify = _verify(model_dir, tmp, result, threads, verbose)
             except UnsupportedError as error:  # not asked for explicitly: convert anyway, and say why
                 result.notes.append(f"parity check skipped: {error.reason}")
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.model_path = out_dir / MODEL_FILE
     result.mmproj_path = out_dir / MMPROJ_FILE if result.mmproj_path else None
     return result
@@ -186,12 +175,6 @@ def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, 
     return tmp / MMPROJ_FILE
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _read_config(model_dir: Path) -> dict:
     path = model_dir / "config.json"
     if not path.exists():
@@ -228,13 +211,3 @@ def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
     except ImportError:
         return None
     return verify_image_embeddings(model_dir, tmp, verbose=verbose)
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move the finished files into ``out_dir``: a rename when it does not exist yet."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    for item in tmp.iterdir():
-        os.replace(item, out_dir / item.name)
-    tmp.rmdir()

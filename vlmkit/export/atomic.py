@@ -13,10 +13,11 @@ from vlmkit.errors import VlmkitError
 
 
 @contextmanager
-def atomic_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``out_dir`` when the block ends without error."""
+def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "") -> Iterator[Path]:
+    """Yield a temporary directory whose files move into ``out_dir`` when the block ends without error
+    (a rename of the whole directory when ``out_dir`` does not exist yet)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise VlmkitError(out_dir, "--out must be a directory")
+        raise VlmkitError(out_dir, f"--out must be a directory {what}".rstrip())
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -24,12 +25,22 @@ def atomic_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    for item in tmp.iterdir():
+        target = out_dir / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    tmp.rmdir()
 
 
 @contextmanager
