@@ -128,6 +128,18 @@ def test_hf_vs_gguf_undoes_the_rope_permutation(tmp_path, zoo):
     assert report.tensors[0].stats is not None
 
 
+@pytest.mark.llamacpp
+def test_quantized_gguf_is_dequantized_and_tolerance_applies(tmp_path, zoo):
+    source = zoo("llama")
+    convert(source, tmp_path / "gguf", to="gguf", dtype="q8_0", verify=False)
+    report = diff_checkpoints(source, tmp_path / "gguf" / "model.gguf")
+    rel = [d.stats.rel_change for d in report.tensors if d.status == "changed"]
+    assert len(rel) >= 10 and max(rel) < 1e-2          # Q8_0: ~0.5 % everywhere, no permutation left over
+    norms = [d for d in report.tensors if module_kind(d.name) == "norm"]
+    assert norms and all(d.status == "unchanged" for d in norms)   # kept f32
+    assert set(diff_checkpoints(source, tmp_path / "gguf" / "model.gguf", tolerance=1e-2).counts()) == {"unchanged"}
+
+
 def test_cli_json_plot_and_report(tmp_path, zoo):
     from typer.testing import CliRunner
 

@@ -41,6 +41,11 @@ def relative(sq_diff: float, sq_a: float) -> float:
     return 0.0 if sq_diff == 0 else math.inf
 
 
+def finite(value: float) -> float | None:
+    """JSON has no infinity: a change from an all-zero tensor is reported as null."""
+    return value if math.isfinite(value) else None
+
+
 def tensor_stats(a: np.ndarray, b: np.ndarray) -> TensorStats:
     """Statistics of A and B (same shape), accumulated in float64 blocks."""
     if a.shape != b.shape:
@@ -73,7 +78,7 @@ class TensorDiff:
     def as_dict(self) -> dict:
         out = {"name": self.name, "status": self.status, "shape_a": self.shape_a, "shape_b": self.shape_b}
         if self.stats is not None:
-            out.update(rel_change=self.stats.rel_change, max_abs=self.stats.max_abs, cosine=self.stats.cosine,
+            out.update(rel_change=finite(self.stats.rel_change), max_abs=self.stats.max_abs, cosine=self.stats.cosine,
                        norm_a=math.sqrt(self.stats.sq_a), norm_diff=math.sqrt(self.stats.sq_diff))
         if self.note:
             out["note"] = self.note
@@ -116,5 +121,5 @@ class Rollup:
         return relative(self.sq_diff, self.sq_a)
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "tensors": self.tensors, "changed": self.changed, "rel_change": self.rel_change,
+        return {"key": self.key, "tensors": self.tensors, "changed": self.changed, "rel_change": finite(self.rel_change),
                 "max_abs": self.max_abs, "statuses": self.statuses}
