@@ -57,19 +57,20 @@ class ConvertOptions:
     tokenizer: str | None = None       # big_vision -> hf: tokenizer.model for the processor files
 
 
-def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "gguf", dtype: str = "f16",
+def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None = None, dtype: str = "f16",
             verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
             verbose: bool = False, overwrite: bool = False, config: str | None = None,
             tokenizer: str | None = None) -> Any:
     """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
 
-    The route is chosen by (source format, target) in ``ROUTES``: HF -> GGUF (``verify=None`` runs the
+    The route is chosen by (source format, target) in ``ROUTES`` (``to=None``: ``DEFAULT_TARGET``): HF -> GGUF (``verify=None`` runs the
     transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
     """
     from vlmkit.hub import resolve_model
 
     path = resolve_model(model)
     source = source_format(path)
+    to = to or DEFAULT_TARGET.get(source, "gguf")
     route = ROUTES.get((source, to))
     if route is None:
         known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
@@ -131,6 +132,7 @@ ROUTES = {
     ("big_vision", "hf"): _from_big_vision,
     ("hf", "big_vision"): _to_big_vision,
 }
+DEFAULT_TARGET = {"hf": "gguf", "big_vision": "hf"}   # --to when not given
 
 
 def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,

@@ -88,8 +88,12 @@ def hf_side(path: Path, checkpoint: Checkpoint, family: Family, config: dict[str
 def foreign_side(path: Path, checkpoint: Checkpoint, family: Family, wmap: WeightMap, other: Side | None) -> Side:
     """A checkpoint in a layout the family maps (big_vision): its tensors as the HF tensors they become."""
     shapes_in = {n: tuple(i.shape) for n, i in checkpoint.infos.items()}
-    config = other.config if other is not None and other.family is family and other.config else \
-        wmap.config_from_shapes(*wmap.folded_shapes(shapes_in))
+    if wmap.config_from_shapes is not None:      # its own shapes, whatever the other side is
+        config = wmap.config_from_shapes(*wmap.folded_shapes(shapes_in))
+    elif other is not None and other.family is family and other.config:
+        config = other.config
+    else:
+        raise UnsupportedError(path, f"no config for this {wmap.format} checkpoint: compare it with its HF model")
     dims = wmap.dims(config)
     steps, unknown = wmap.plan_forward(shapes_in, dims)
     where: dict[str, tuple[Step, int]] = {}

@@ -21,8 +21,9 @@ def convert_command(
     model: Annotated[str, typer.Argument(help="Directory, big_vision .npz, hub id, 'demo' or 'zoo:<name>'.")],
     out: Annotated[str, typer.Option("--out", help="Output directory: model.gguf (+ mmproj.gguf for VLMs) or the "
                                                    "HF checkpoint; for --to big_vision the .npz file.")],
-    to: Annotated[str, typer.Option("--to", help="Target format: gguf | hf (from big_vision .npz) | big_vision.")]
-    = "gguf",
+    to: Annotated[Optional[str], typer.Option(
+        "--to", help="Target format: gguf | hf (from big_vision .npz) | big_vision. "
+                     "Default: gguf for HF models, hf for a big_vision .npz.")] = None,
     config: Annotated[Optional[str], typer.Option(
         help="big_vision -> hf: config.json, or a preset (paligemma-3b-pt-224, paligemma2-10b-pt-448 ...); "
              "default: inferred from the array shapes.")] = None,
