@@ -18,8 +18,8 @@ from vlmkit.cli import app
            "vlmkit diff ./base ./lora-adapter --report diff.html",
 )
 def diff_command(
-    a: Annotated[str, typer.Argument(help="The reference: HF folder, big_vision .npz, hub id or 'zoo:<name>'.")],
-    b: Annotated[str, typer.Argument(help="The other: HF folder, .npz, a GGUF converted from A, or a PEFT LoRA "
+    a: Annotated[str, typer.Argument(metavar="A", help="The reference: HF folder, big_vision .npz, hub id or 'zoo:<name>'.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="The other: HF folder, .npz, a GGUF converted from A, or a PEFT LoRA "
                                           "adapter folder of A.")],
     tolerance: Annotated[float, typer.Option(help="Relative change at or below which a tensor counts as "
                                                   "unchanged (e.g. 1e-3 across an f16 conversion).")] = 0.0,

@@ -182,7 +182,8 @@ class WeightMap:
     rules: tuple[Rule, ...]                       # tensors outside any layer stack
     stacks: tuple[LayerStack, ...]
     dims: Callable[[dict[str, Any]], dict[str, Any]]            # HF config -> symbols and flags
-    config_from_shapes: Callable[[dict[str, Shape]], dict[str, Any]] | None = None  # foreign shapes -> HF config
+    # (folded shapes, layer counts) from ``folded_shapes`` -> an HF config
+    config_from_shapes: Callable[[dict[str, Shape], dict[str, int]], dict[str, Any]] | None = None
     prefixes: tuple[str, ...] = ()                # optional leading path segments (``params/``)
     presets: Callable[[str], dict[str, Any] | None] | None = None  # ``--config NAME`` -> fields it fixes
     preset_names: tuple[str, ...] = ()
