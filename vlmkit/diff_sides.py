@@ -23,7 +23,7 @@ from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import Family, family_for
 from vlmkit.families.ops import Step, WeightMap, foreign_map, forward_shapes, run_forward
 from vlmkit.readers import open_checkpoint
-from vlmkit.readers.arrays import load_numpy
+from vlmkit.readers.arrays import array_reader, load_numpy
 from vlmkit.readers.base import Checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -81,21 +81,8 @@ def open_side(model: str | Path, other: Side | None = None) -> Side:
 def hf_side(path: Path, checkpoint: Checkpoint, family: Family, config: dict[str, Any]) -> Side:
     stored = {family.disk_name(n): n for n in checkpoint.infos if not family.is_buffer(n)}
     shapes = {name: tuple(checkpoint.infos[s].shape) for name, s in stored.items()}
-    read = _plain_reader(path, checkpoint)
+    read = array_reader(path, checkpoint)
     return Side(str(path), "hf", family, shapes, lambda n: read(stored[n]), checkpoint, config, path)
-
-
-def _plain_reader(path: Path, checkpoint: Checkpoint) -> Callable[[str], np.ndarray]:
-    """safetensors (already validated by the reader) through plain reads into a fresh buffer: pages of a
-    memory map stay resident until it closes, which would make a diff's peak memory the models' size."""
-    if checkpoint.format != "safetensors":
-        return lambda name: load_numpy(checkpoint, name)
-    from vlmkit.gguf.source import TensorSource
-
-    source = TensorSource(path)
-    if set(source.tensors) != set(checkpoint.infos):   # a layout TensorSource does not index the same way
-        return lambda name: load_numpy(checkpoint, name)
-    return source.read
 
 
 def foreign_side(path: Path, checkpoint: Checkpoint, family: Family, wmap: WeightMap, other: Side | None) -> Side:

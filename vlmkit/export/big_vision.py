@@ -25,7 +25,7 @@ from vlmkit.export.atomic import atomic_dir, atomic_file
 from vlmkit.export.safetensors_writer import write_safetensors
 from vlmkit.families import Family, family_for
 from vlmkit.families.ops import Layout, WeightMap, forward_shapes, require_known, run_backward, run_forward
-from vlmkit.readers.arrays import load_numpy
+from vlmkit.readers.arrays import array_reader, load_numpy
 from vlmkit.readers.base import Checkpoint
 
 FORMAT = "big_vision"
@@ -207,10 +207,11 @@ def hf_to_big_vision(checkpoint: Checkpoint, config: dict[str, Any], out_file: P
     extra = [n for n in stored if n not in used and not wmap.hf_unmapped_reason(n) and not family.is_buffer(n)]
     require_known(extra, "big_vision", checkpoint.path)
     _require_tied(family, config, checkpoint, stored)
+    read = array_reader(checkpoint.path, checkpoint)
     with atomic_file(Path(out_file), overwrite) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for step in _progress(steps, progress):
-                array = run_backward(step, lambda n: load_numpy(checkpoint, stored[n]), dims)
+                array = run_backward(step, lambda n: read(stored[n]), dims)
                 write_member(archive, step.source, array)
     return MapResult(str(out_file), "hf -> big_vision", family.name, len(stored), len(steps),
                      layout.describe(wmap.stacks), f"{checkpoint.path}/config.json",

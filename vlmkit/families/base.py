@@ -1,7 +1,8 @@
 """What a model family declares: its components, layer layout and the config fields worth showing.
 
-A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)`` and nothing
-that runs; generic code (inspect, convert, quantize) reads these declarations.
+A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)``, plus the small
+hooks its declarations name (PaliGemma's big_vision weight map infers a config from shapes, writes a
+processor); generic code (inspect, convert, diff, quantize) reads these declarations.
 """
 
 from __future__ import annotations
