@@ -165,6 +165,13 @@ def test_inspect_shows_hf_names_and_layer_totals(tmp_path):
         "language_model.model.layers.{0..1}.self_attn.k_proj.weight, "
         "language_model.model.layers.{0..1}.self_attn.v_proj.weight")
     assert rows["params/img/head/kernel"] == "multi_modal_projector.linear.weight"
+    from typer.testing import CliRunner
+
+    from vlmkit.cli import _register, app
+
+    _register()
+    shown = CliRunner().invoke(app, ["inspect", str(npz)])
+    assert shown.exit_code == 0 and "becomes (HF)" in shown.output and "multi_modal_projector.linear.weight" in shown.output
 
 
 def test_3b_shapes_count_27_vision_and_18_lm_layers():

@@ -89,7 +89,10 @@ def foreign_side(path: Path, checkpoint: Checkpoint, family: Family, wmap: Weigh
     """A checkpoint in a layout the family maps (big_vision): its tensors as the HF tensors they become."""
     shapes_in = {n: tuple(i.shape) for n, i in checkpoint.infos.items()}
     if wmap.config_from_shapes is not None:      # its own shapes, whatever the other side is
-        config = wmap.config_from_shapes(*wmap.folded_shapes(shapes_in))
+        try:
+            config = wmap.config_from_shapes(*wmap.folded_shapes(shapes_in))
+        except VlmkitError as error:
+            raise type(error)(error.path or path, error.reason) from None
     elif other is not None and other.family is family and other.config:
         config = other.config
     else:
