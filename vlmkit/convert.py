@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,41 +50,92 @@ class ConvertResult:
         }
 
 
-def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str = "gguf", dtype: str = "f16",
-            verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
-            verbose: bool = False, overwrite: bool = False) -> ConvertResult:
-    """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to GGUF in ``out_dir``.
+@dataclass(frozen=True)
+class ConvertOptions:
+    dtype: str = "f16"
+    verify: bool | None = None
+    mmproj: bool = True
+    threads: int | None = None
+    verbose: bool = False
+    overwrite: bool = False
+    config: str | None = None          # big_vision -> hf: a config.json or a preset name
+    tokenizer: str | None = None       # big_vision -> hf: tokenizer.model for the processor files
 
-    ``verify=None`` runs the transformers-vs-llama.cpp parity report when both are installed.
+
+def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None = None, dtype: str = "f16",
+            verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
+            verbose: bool = False, overwrite: bool = False, config: str | None = None,
+            tokenizer: str | None = None) -> Any:
+    """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
+
+    The route is chosen by (source format, target) in ``ROUTES`` (``to=None``: ``DEFAULT_TARGET``): HF -> GGUF (``verify=None`` runs the
+    transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
     """
     from vlmkit.hub import resolve_model
 
-    if to != "gguf":
-        raise UnsupportedError(None, f"--to {to}: only gguf is supported")
+    path = resolve_model(model)
+    source = source_format(path)
+    to = to or DEFAULT_TARGET.get(source, "gguf")
+    route = ROUTES.get((source, to))
+    if route is None:
+        known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
+        raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
+    options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer)
+    return route(path, Path(out_dir), options)
+
+
+def source_format(path: Path) -> str:
+    """``hf``, ``big_vision`` or ``gguf``, from what the reader finds at ``path``."""
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return {"npz": "big_vision", "gguf": "gguf"}.get(checkpoint.format, "hf")
+
+
+def _to_big_vision(path: Path, out: Path, options: ConvertOptions):
+    from vlmkit.export.big_vision import hf_to_big_vision
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return hf_to_big_vision(checkpoint, _read_config(path), out, overwrite=options.overwrite,
+                                progress=sys.stderr.isatty())
+
+
+def _from_big_vision(path: Path, out: Path, options: ConvertOptions):
+    from vlmkit.export.big_vision import big_vision_to_hf
+    from vlmkit.readers import open_checkpoint
+
+    with open_checkpoint(path) as checkpoint:
+        return big_vision_to_hf(checkpoint, out, config=options.config, tokenizer=options.tokenizer,
+                                overwrite=options.overwrite, progress=sys.stderr.isatty())
+
+
+def _to_gguf(model_dir: Path, out_dir: Path, options: ConvertOptions) -> ConvertResult:
+    dtype, verify, mmproj, threads = options.dtype, options.verify, options.mmproj, options.threads
+    verbose, overwrite = options.verbose, options.overwrite
     if dtype not in DTYPES:
         raise UnsupportedError(None, f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    model_dir = resolve_model(model)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise VlmkitError(out_dir, "--out must be a directory (model.gguf and mmproj.gguf go inside)")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        _check_replaceable(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
-    try:
+    from vlmkit.export.atomic import atomic_dir
+
+    with atomic_dir(out_dir, overwrite, what="(model.gguf and mmproj.gguf go inside)",
+                    replaceable_suffixes=(".gguf",)) as tmp:
         result = _convert_into(model_dir, tmp, dtype, mmproj, threads, verbose)
         if verify or (verify is None and _runtimes_available()):
             _run_verification(model_dir, tmp, result, threads, verbose, asked=bool(verify))
             if result.verify_error:  # name the files where they will be, not the temporary directory
                 result.verify_error = result.verify_error.replace(str(tmp), str(out_dir))
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.model_path = out_dir / MODEL_FILE
     result.mmproj_path = out_dir / MMPROJ_FILE if result.mmproj_path else None
     return result
+
+
+# (source format, --to) -> the function that does it
+ROUTES = {
+    ("hf", "gguf"): _to_gguf,
+    ("big_vision", "hf"): _from_big_vision,
+    ("hf", "big_vision"): _to_big_vision,
+}
+DEFAULT_TARGET = {"hf": "gguf", "big_vision": "hf"}   # --to when not given
 
 
 def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,
@@ -131,12 +181,6 @@ def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, 
         return None
     result.notes.extend(getattr(written, "approximations", []))
     return tmp / MMPROJ_FILE
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read_config(model_dir: Path) -> dict:
@@ -213,26 +257,3 @@ def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
         return None
     name, photo = verify_photo()
     return {"photo": name, **verify_image_embeddings(model_dir, tmp, photo, verbose=verbose)}
-
-
-def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
-    """A non-empty ``--out`` is replaced as a whole (a stale mmproj.gguf must not outlive its model) only
-    with --overwrite, and only when it holds nothing but GGUF files: never someone's other work."""
-    if not overwrite:
-        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
-    others = sorted(p.name for p in out_dir.iterdir() if not (p.is_file() and p.suffix == ".gguf"))
-    if others:
-        raise VlmkitError(out_dir, f"--overwrite replaces the whole directory, which holds more than GGUF files "
-                                   f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}): choose another --out")
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Put the finished directory at ``out_dir``: a rename; an existing (checked) one is swapped out and
-    removed, so nothing of an older conversion stays beside the new files."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,7 @@ from vlmkit.readers import open_checkpoint
 from vlmkit.readers.base import Checkpoint, TensorInfo
 from vlmkit.tokenizer_info import TokenizerSummary, summarize_tokenizer
 
-_INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<=/)\d+(?=/)")
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<=/)\d+(?=/)|(?<=_)\d+(?=/)")  # a.3.b, a/3/b, a_3/b
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ComponentStats:
     params: int = 0
     bytes: int = 0
     tensors: int = 0
+    layers: int = 0                 # distinct ``layers.N`` among its (HF-named) tensors
 
 
 @dataclass
@@ -43,6 +44,7 @@ class FoldedRow:
     dtype: str
     count: int
     component: str
+    hf_name: str | None = None      # what a foreign checkpoint's tensor becomes in HF (folded)
 
 
 @dataclass
@@ -90,8 +92,10 @@ def read_config(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
     return {}
 
 
-def fold_tensors(infos: dict[str, TensorInfo], family: Family) -> list[FoldedRow]:
-    """Group tensors whose names differ only in numeric path segments (layer indices)."""
+def fold_tensors(infos: dict[str, TensorInfo], family: Family,
+                 hf_names: dict[str, tuple[str, ...]] | None = None) -> list[FoldedRow]:
+    """Group tensors whose names differ only in numeric path segments (layer indices); ``hf_names``
+    (foreign checkpoints) adds the folded HF names each row becomes."""
     groups: dict[tuple[str, tuple[int, ...], str], list[tuple[int, ...]]] = defaultdict(list)
     for name, info in infos.items():
         indices = tuple(int(m.group()) for m in _INDEX.finditer(name))
@@ -105,8 +109,26 @@ def fold_tensors(infos: dict[str, TensorInfo], family: Family) -> list[FoldedRow
             pattern = pattern.replace("{}", _range_text(values), 1)
         first_name = template.replace("{}", "0")
         component = "buffer" if family.is_buffer(first_name) else family.component_of(first_name)
-        rows.append(FoldedRow(pattern, shape, dtype, len(index_sets), component))
+        hf = None
+        if hf_names:
+            members = [n for n in infos if _INDEX.sub("{}", n) == template and infos[n].shape == shape]
+            hf = ", ".join(fold_names([t for n in members for t in hf_names.get(n, ())])) or "-"
+        rows.append(FoldedRow(pattern, shape, dtype, len(index_sets), component, hf))
     return rows
+
+
+def fold_names(names: list[str]) -> list[str]:
+    """``a.layers.0.x``, ``a.layers.1.x`` -> ``a.layers.{0..1}.x`` (first-seen order)."""
+    groups: dict[str, list[tuple[int, ...]]] = defaultdict(list)
+    for name in names:
+        groups[_INDEX.sub("{}", name)].append(tuple(int(m.group()) for m in _INDEX.finditer(name)))
+    folded = []
+    for template, index_sets in groups.items():
+        pattern = template
+        for position in range(template.count("{}")):
+            pattern = pattern.replace("{}", _range_text(sorted({idx[position] for idx in index_sets})), 1)
+        folded.append(pattern)
+    return folded
 
 
 def _range_text(values: list[int]) -> str:
@@ -132,14 +154,38 @@ def parameter_tensors(
     return params, tied, buffers
 
 
-def _component_stats(params: dict[str, TensorInfo], family: Family) -> list[ComponentStats]:
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def _component_stats(params: dict[str, TensorInfo], family: Family,
+                     hf_names: dict[str, tuple[str, ...]] | None = None) -> list[ComponentStats]:
     stats = {name: ComponentStats(name) for name in COMPONENT_ORDER}
+    layers: dict[str, set[int]] = defaultdict(set)
     for name, info in params.items():
-        entry = stats[family.component_of(name)]
+        component = family.component_of(name)
+        entry = stats[component]
         entry.params += info.numel
         entry.bytes += info.nbytes
         entry.tensors += 1
+        for hf_name in (hf_names or {}).get(name, (name,)):
+            layers[component].update(int(m.group(1)) for m in _LAYER.finditer(hf_name))
+    for component, found in layers.items():
+        stats[component].layers = len(found)
     return [s for s in stats.values() if s.tensors]
+
+
+def foreign_hf_names(view: ModelView) -> dict[str, tuple[str, ...]] | None:
+    """For a checkpoint in a layout a family maps (big_vision npz), each tensor's HF names."""
+    from vlmkit.errors import VlmkitError
+    from vlmkit.families.ops import foreign_map, hf_names_for
+
+    wmap = foreign_map(view.family, view.checkpoint.infos)
+    if wmap is None:
+        return None
+    try:
+        return hf_names_for(wmap, {n: i.shape for n, i in view.checkpoint.infos.items()})
+    except (VlmkitError, KeyError, ValueError):  # a partial checkpoint: no config to infer, show no names
+        return None
 
 
 def _dtype_mix(params: dict[str, TensorInfo]) -> dict[str, dict[str, int]]:
@@ -203,6 +249,7 @@ def inspect_model(
 def _report(view: ModelView) -> ModelReport:
     folder, config, family = view.folder, view.config, view.family
     files = view.checkpoint.files
+    hf_names = foreign_hf_names(view)
     return ModelReport(
         path=str(view.path),
         format=view.checkpoint.format,
@@ -215,12 +262,12 @@ def _report(view: ModelView) -> ModelReport:
         params=sum(i.numel for i in view.params.values()),
         bytes=sum(i.nbytes for i in view.params.values()),
         dtypes=_dtype_mix(view.params),
-        components=_component_stats(view.params, family),
+        components=_component_stats(view.params, family, hf_names),
         tied=view.tied,
         buffers=view.buffers,
         config={k: v for k in family.config_fields if (v := config_value(config, k)) is not None},
         tokenizer=summarize_tokenizer(folder, view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
-        tensors=fold_tensors(view.checkpoint.infos, family),
+        tensors=fold_tensors(view.checkpoint.infos, family, hf_names),
     )
 
 

@@ -45,7 +45,7 @@ def _root(
 
 
 # Each module registers its command(s) on ``app`` when imported.
-COMMAND_MODULES = ("inspect", "convert", "run", "demo")
+COMMAND_MODULES = ("inspect", "convert", "run", "demo", "diff")
 
 
 def _register() -> None:

@@ -13,12 +13,22 @@ from vlmkit.cli import app
 @app.command(
     "convert",
     epilog="Example: vlmkit convert zoo:llava-calm2-siglip --to gguf --out out/ --dtype q4_k_m   ·   "
-           "vlmkit convert ./opencalm --out out/ --dtype f32 --json",
+           "vlmkit convert ./opencalm --out out/ --dtype f32 --json   ·   "
+           "vlmkit convert paligemma.npz --to hf --out pg-hf/ --config paligemma-3b-pt-224 --tokenizer tokenizer.model"
+           "   ·   vlmkit convert pg-hf/ --to big_vision --out paligemma.npz",
 )
 def convert_command(
-    model: Annotated[str, typer.Argument(help="Directory, hub id, 'demo' or 'zoo:<name>'.")],
-    out: Annotated[str, typer.Option("--out", help="Output directory: model.gguf (+ mmproj.gguf for VLMs).")],
-    to: Annotated[str, typer.Option("--to", help="Target format.")] = "gguf",
+    model: Annotated[str, typer.Argument(help="Directory, big_vision .npz, hub id, 'demo' or 'zoo:<name>'.")],
+    out: Annotated[str, typer.Option("--out", help="Output directory: model.gguf (+ mmproj.gguf for VLMs) or the "
+                                                   "HF checkpoint; for --to big_vision the .npz file.")],
+    to: Annotated[Optional[str], typer.Option(
+        "--to", help="Target format: gguf | hf (from big_vision .npz) | big_vision. "
+                     "Default: gguf for HF models, hf for a big_vision .npz.")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        help="big_vision -> hf: config.json, or a preset (paligemma-3b-pt-224, paligemma2-10b-pt-448 ...); "
+             "default: inferred from the array shapes.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(
+        help="big_vision -> hf: tokenizer.model for the processor files (default: one beside the .npz).")] = None,
     dtype: Annotated[str, typer.Option(
         help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (quantized through llama.cpp).")] = "f16",
     verify: Annotated[Optional[bool], typer.Option(
@@ -29,21 +39,22 @@ def convert_command(
     verbose: Annotated[bool, typer.Option(help="Show llama.cpp's own log.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Convert a Hugging Face LLM / LLaVA-style VLM to GGUF for llama.cpp, and prove the result matches."""
+    """Convert a Hugging Face LLM / LLaVA-style VLM to GGUF for llama.cpp (and prove the result matches),
+    a big_vision PaliGemma .npz to Hugging Face, or back."""
     from vlmkit.convert import convert
 
     result = convert(model, out, to=to, dtype=dtype, verify=verify, threads=threads, verbose=verbose,
-                     overwrite=overwrite)
+                     overwrite=overwrite, config=config, tokenizer=tokenizer)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
         from vlmkit.cli.convert_view import render
 
         render(result)
-    if result.verify_error:
+    if getattr(result, "verify_error", None):
         typer.secho(f"warning: {result.verify_error}; the GGUF is written to {out} (unchecked)",
                     fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(2)
-    report = result.verify
+    report = getattr(result, "verify", None)
     if report is not None and result.dtype == "f32" and not report.ok:
         raise typer.Exit(2)

@@ -12,6 +12,9 @@ from vlmkit.cli import console as make_console
 
 def render(result) -> None:
     console = make_console()
+    if hasattr(result, "direction"):   # vlmkit.export.big_vision.MapResult
+        render_mapped(console, result)
+        return
     console.print(f"[bold]model[/bold]  {result.model_path}  ({result.arch}, {result.dtype}, "
                   f"{result.n_tensors} tensors, {result.seconds:.1f} s)")
     if result.mmproj_path:
@@ -23,6 +26,16 @@ def render(result) -> None:
         console.print(f"[yellow]{note}[/yellow]")
     if result.verify is not None:
         render_verify(console, result.verify)
+
+
+def render_mapped(console: Console, result) -> None:
+    console.print(f"[bold]{result.direction}[/bold]  {result.out}  ({result.family}, {result.tensors_in} -> "
+                  f"{result.tensors_out} tensors, {result.seconds:.1f} s)")
+    console.print(f"layout: {result.layout}   config: {result.config_from}")
+    if result.tokenizer:
+        console.print(f"processor files from {result.tokenizer}")
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/yellow]")
 
 
 def render_verify(console: Console, report) -> None:

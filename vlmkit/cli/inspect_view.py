@@ -55,11 +55,12 @@ def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, co
 
 def _components(report: ModelReport) -> Table:
     table = Table(title="components", title_justify="left")
-    for column in ("component", "parameters", "share", "bytes", "tensors"):
+    for column in ("component", "parameters", "share", "bytes", "tensors", "layers"):
         table.add_column(column, justify="left" if column == "component" else "right")
     for c in report.components:
         share = c.params / report.params if report.params else 0
-        table.add_row(c.name, f"{c.params:,}", f"{share:.1%}", human_bytes(c.bytes), str(c.tensors))
+        table.add_row(c.name, f"{c.params:,}", f"{share:.1%}", human_bytes(c.bytes), str(c.tensors),
+                      str(c.layers) if c.layers else "")
     return table
 
 
@@ -101,7 +102,11 @@ def _tensors(report: ModelReport) -> Table:
     table.add_column("name", overflow="fold", ratio=1)
     for column in ("shape", "dtype", "count", "component"):
         table.add_column(column, justify="right" if column == "count" else "left", no_wrap=True)
+    mapped = any(row.hf_name for row in report.tensors)
+    if mapped:
+        table.add_column("becomes (HF)", overflow="fold", ratio=1)
     for row in report.tensors:
         count = f"×{row.count}" if row.count > 1 else ""
-        table.add_row(row.pattern, str(list(row.shape)), row.dtype.lower(), count, row.component)
+        cells = [row.pattern, str(list(row.shape)), row.dtype.lower(), count, row.component]
+        table.add_row(*cells, *([row.hf_name or "-"] if mapped else []))
     return table

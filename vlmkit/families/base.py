@@ -1,7 +1,8 @@
 """What a model family declares: its components, layer layout and the config fields worth showing.
 
-A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)`` and nothing
-that runs; generic code (inspect, convert, quantize) reads these declarations.
+A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)``, plus the small
+hooks its declarations name (PaliGemma's big_vision weight map infers a config from shapes, writes a
+processor); generic code (inspect, convert, diff, quantize) reads these declarations.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ HF_VLM_COMPONENTS = {
     "model.language_model.": LANGUAGE_MODEL,
     "language_model.lm_head.": HEAD,
     "lm_head.": HEAD,
+}
+# transformers 5's in-memory names -> the on-disk names above (its conversion_mapping "llava" rules, reversed)
+HF_VLM_DISK_NAMES = {
+    "model.language_model.": "language_model.model.",
+    "model.vision_tower.": "vision_tower.",
+    "model.multi_modal_projector.": "multi_modal_projector.",
+    "lm_head.": "language_model.lm_head.",
 }
 HF_VLM_TIED = {
     "language_model.lm_head.weight": "language_model.model.embed_tokens.weight",
@@ -67,10 +75,20 @@ class Family:
     gguf_drop: dict[str, str] = field(default_factory=dict)  # regex -> why the tensor is not exported
     # Tensor-name prefixes that identify the family when there is no config.json (big_vision .npz, GGUF).
     signature: tuple[str, ...] = ()
+    # Other frameworks' layouts as reversible maps to the HF names (vlmkit.families.ops.WeightMap), by format
+    weight_maps: dict[str, Any] = field(default_factory=dict)
+    # transformers-5 in-memory name prefix -> the on-disk prefix the maps use ("model.language_model." ...)
+    name_aliases: dict[str, str] = field(default_factory=dict)
 
     def component_of(self, tensor_name: str) -> str:
         best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)
         return self.components[best] if best is not None else OTHER
+
+    def disk_name(self, tensor_name: str) -> str:
+        """The on-disk HF name of a tensor named either way (PEFT adapters and meta models use
+        transformers 5's in-memory names)."""
+        best = max((p for p in self.name_aliases if tensor_name.startswith(p)), key=len, default=None)
+        return tensor_name if best is None else self.name_aliases[best] + tensor_name[len(best):]
 
     def is_buffer(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.buffers)

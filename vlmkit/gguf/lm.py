@@ -136,3 +136,9 @@ def cast(array: np.ndarray, gtype: GT) -> np.ndarray:
         return np.ascontiguousarray(array.astype(ml_dtypes.bfloat16))
     wide = array if array.dtype == np.float32 else array.astype(np.float32)
     return np.ascontiguousarray(wide.astype(np.float16 if gtype == GT.F16 else np.float32, copy=False))
+
+
+def source_transform(plan: LmPlan, source_name: str) -> str | None:
+    """The transform (a ``TRANSFORMS`` key) the plan applies to ``source_name``; None: written as is."""
+    canonical = _canonical(plan.family, source_name)
+    return _transform(plan.text_family, canonical) if canonical else None

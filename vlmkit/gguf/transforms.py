@@ -42,3 +42,23 @@ TRANSFORMS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
     "rope_permute_k": rope_permute_k,
     "neox_qkv_regroup": neox_qkv_regroup,
 }
+
+
+# --- undoing them (``vlmkit diff`` compares a GGUF with its HF source in the HF layout) ---------------
+def _rope_unpermute(weights: np.ndarray, n_head: int) -> np.ndarray:
+    return (weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape))
+
+
+def neox_qkv_ungroup(weights: np.ndarray, hp: dict[str, Any]) -> np.ndarray:
+    n_head = hp["n_head"]
+    grouped = weights.reshape(3, n_head, weights.shape[0] // n_head // 3, *weights.shape[1:])
+    return np.ascontiguousarray(grouped.swapaxes(0, 1)).reshape(weights.shape)
+
+
+INVERSE_TRANSFORMS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
+    "rope_permute_q": lambda w, hp: _rope_unpermute(w, hp["n_head"]),
+    "rope_permute_k": lambda w, hp: _rope_unpermute(w, hp["n_head_kv"]),
+    "neox_qkv_regroup": neox_qkv_ungroup,
+}

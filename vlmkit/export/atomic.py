@@ -1,0 +1,81 @@
+"""Outputs that appear whole or not at all: write into a temporary sibling, rename at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vlmkit.errors import VlmkitError
+
+
+@contextmanager
+def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "",
+               replaceable_suffixes: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``out_dir`` as a whole when the block ends without error
+    (nothing of an older output stays beside the new files: a stale mmproj.gguf must not outlive its model).
+
+    ``replaceable_suffixes``: with --overwrite, an existing ``out_dir`` holding any other file is refused,
+    so --overwrite never deletes someone's other work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VlmkitError(out_dir, f"--out must be a directory {what}".rstrip())
+    if out_dir.exists() and any(out_dir.iterdir()):
+        _check_replaceable(out_dir, overwrite, replaceable_suffixes)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
+    try:
+        yield tmp
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool, suffixes: tuple[str, ...] | None) -> None:
+    if not overwrite:
+        raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")
+    if suffixes is None:
+        return
+    others = sorted(p.name for p in out_dir.iterdir() if not (p.is_file() and p.suffix in suffixes))
+    if others:
+        raise VlmkitError(out_dir, f"--overwrite replaces the whole directory, which holds other files "
+                                   f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}): choose another --out")
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """A rename; an existing (checked) directory is swapped out first and then removed."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(out_file: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path that is renamed to ``out_file`` when the block ends without error."""
+    if out_file.exists() and not overwrite:
+        raise VlmkitError(out_file, "output file exists (use --overwrite)")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{out_file.name}.tmp-", dir=out_file.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out_file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
