@@ -36,7 +36,7 @@ def test_overwrite_replaces_the_whole_output(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["model.gguf"]   # the stale mmproj is gone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp dirs left
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(VlmkitError, match="holds more than GGUF files \\(notes.txt\\)"):
+    with pytest.raises(VlmkitError, match="holds other files \\(notes.txt\\)"):
         convert("zoo:llama", out, dtype="f32", verify=False, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
 
