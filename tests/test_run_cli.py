@@ -49,7 +49,7 @@ def test_chat_reads_turns_until_eof():
 
 @pytest.mark.parametrize("args, message", [
     (["zoo:llava-clip", "-p", "hi", "--image", "/no/such/cat.png"], "error: /no/such/cat.png: image not found"),
-    (["zoo:llama", "-p", "hi", "--temperature", "-1"], "error: bad sampling setting: temperature must be >= 0"),
+    (["zoo:llama", "-p", "hi", "--temperature", "-1"], "error: bad sampling setting: --temperature must be >= 0"),
 ])
 def test_one_line_errors(args, message):
     proc = subprocess.run([sys.executable, "-m", "vlmkit", "run", *args], capture_output=True, text=True,

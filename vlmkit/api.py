@@ -143,6 +143,8 @@ def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", 
     from vlmkit.hub import resolve_model
     from vlmkit.logs import quiet_transformers
 
+    if threads is not None and threads < 1:
+        raise VlmkitError(None, f"threads must be >= 1, not {threads}")
     quiet_transformers(verbose)  # also a zoo build's output while MODEL resolves, before any backend exists
     path = resolve_model(model)
     chosen = pick_backend(path, backend)

@@ -23,6 +23,7 @@ from vlmkit.errors import UnsupportedError, VlmkitError
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 MODEL_FILE = "model.gguf"
 MMPROJ_FILE = "mmproj.gguf"
+_NOT_EXPORTED = "vision tower / projector: not exported (no mmproj.gguf, see the note below)"
 
 
 @dataclass
@@ -141,6 +142,7 @@ DEFAULT_TARGET = {"hf": "gguf", "big_vision": "hf"}   # --to when not given
 def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,
                   verbose: bool) -> ConvertResult:
     from vlmkit.gguf.export import lossless_float, write_lm_gguf
+    from vlmkit.gguf.lm import MMPROJ_REASON
     from vlmkit.gguf.source import TensorSource
 
     start = time.perf_counter()
@@ -159,6 +161,9 @@ def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads:
                            lm.vocab.how if lm.vocab else "", 0.0)
     if mmproj and any(r.startswith("vision tower") for r in lm.dropped.values()):
         result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, dtype, result, conversion_id)
+    if result.mmproj_path is None:  # the LM plan expected an mmproj; say what really happened to the tower
+        result.dropped = {name: _NOT_EXPORTED if reason == MMPROJ_REASON else reason
+                          for name, reason in result.dropped.items()}
     result.seconds = time.perf_counter() - start
     return result
 

@@ -27,3 +27,12 @@ class CheckpointError(VlmkitError):
 
 class UnsupportedError(VlmkitError):
     """The input is valid but vlmkit does not handle it (architecture, dtype, backend ...)."""
+
+
+def error_summary(error: BaseException) -> str:
+    """A library's error in one line: its first line, and the next one too when the first only
+    announces it ("Class validation error for validator 'validate_architecture':")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    return " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]

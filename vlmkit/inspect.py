@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmkit.errors import VlmkitError
 from vlmkit.families import Family, family_for
 from vlmkit.families.base import COMPONENT_ORDER, config_value
 from vlmkit.hub import resolve_model
@@ -266,9 +267,20 @@ def _report(view: ModelView) -> ModelReport:
         tied=view.tied,
         buffers=view.buffers,
         config={k: v for k in family.config_fields if (v := config_value(config, k)) is not None},
-        tokenizer=summarize_tokenizer(folder, view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
+        tokenizer=summarize_tokenizer(_tokenizer_folder(folder),
+                                      view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
         tensors=fold_tensors(view.checkpoint.infos, family, hf_names),
     )
+
+
+def _tokenizer_folder(folder: Path) -> Path:
+    """Where the tokenizer files are: the folder, or ``llm/`` for VILA's layout (what convert uses)."""
+    from vlmkit.gguf.tokenizer import tokenizer_dir
+
+    try:
+        return tokenizer_dir(folder)
+    except VlmkitError:
+        return folder
 
 
 def memory_report(view: ModelView) -> dict[str, Any]:

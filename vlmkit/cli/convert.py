@@ -35,7 +35,7 @@ def convert_command(
         "--verify/--no-verify",
         help="Parity report vs transformers (default: on when llama-cpp-python is installed).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace files in a non-empty --out.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for quantizing and verifying.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for quantizing and verifying.", min=1)] = None,
     verbose: Annotated[bool, typer.Option(help="Show llama.cpp's own log.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

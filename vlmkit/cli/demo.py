@@ -88,6 +88,7 @@ def score_cmd(
     from vlmkit.demo.evaluate import evaluate, markdown_table, set_questions, split_questions
     from vlmkit.hub import resolve_model
 
+    _check_split(split)
     if backend == "auto":
         backend = "llamacpp" if gguf_files(resolve_model(model)) is not None else "transformers"
     questions = set_questions(data) if data else split_questions(split, n, split_seed)
@@ -128,12 +129,18 @@ def data_cmd(
     Example: vlmkit demo data --out /tmp/demo-test --split test --n 200
     """
     from vlmkit.demo.dataset import write_split
-    from vlmkit.errors import VlmkitError
 
-    if split not in ("train", "test"):
-        raise VlmkitError(None, f"--split must be train or test, not {split!r}")
+    _check_split(split)
     path = write_split(out, split, n, seed)
     typer.echo(json.dumps({"jsonl": str(path)}) if as_json else f"wrote {path}")
+
+
+def _check_split(split: str) -> None:
+    from vlmkit.demo.dataset import SPLITS
+    from vlmkit.errors import VlmkitError
+
+    if split not in SPLITS:
+        raise VlmkitError(None, f"--split must be {' or '.join(SPLITS)}, not {split!r}")
 
 
 @demo_app.command("train")
@@ -148,6 +155,9 @@ def train_cmd(
     Example: vlmkit demo train --out /tmp/demo-retrained
     """
     from vlmkit.demo.train import Recipe, default_out, train
+    from vlmkit.errors import VlmkitError
 
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VlmkitError(out, "--out must be a new or empty directory (training writes a whole model there)")
     recipe = Recipe(seed=seed) if steps is None else Recipe(seed=seed, steps=steps)
     train(out or default_out(), recipe, snapshots=snapshots)

@@ -25,7 +25,7 @@ def run_command(
     backend: Annotated[str, typer.Option(help="auto | transformers | llamacpp.")] = "auto",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
     dtype: Annotated[str | None, typer.Option(help="Weights dtype (transformers): f32, bf16, f16; default as saved.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.", min=1)] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy (default).")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1 = off).")] = 1.0,
@@ -47,13 +47,24 @@ def run_command(
         raise VlmkitError(None, "give --prompt TEXT (or --chat for an interactive session)")
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                     repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()))
-    SamplingParams.from_kwargs(**sampling)  # bad settings and images fail before the model loads
+    try:  # bad settings and images fail before the model loads
+        SamplingParams.from_kwargs(**sampling)
+    except VlmkitError as error:
+        raise VlmkitError(error.path, flag_names(error.reason, sampling)) from None
     images = [load_image(path) for path in image or ()]
     runner = load(model, backend=backend, device=device, dtype=dtype, threads=threads, verbose=verbose)
     if chat:
         _chat(runner, prompt, images, sampling, as_json)
     else:
         _answer(runner.stream(prompt or "", images, **sampling), runner, as_json)
+
+
+def flag_names(message: str, names: dict[str, Any]) -> str:
+    """A library message's parameter names (``top_p``) as the command's flags (``--top-p``)."""
+    import re
+
+    pattern = r"\b(" + "|".join(map(re.escape, names)) + r")\b"
+    return re.sub(pattern, lambda match: "--" + match.group(1).replace("_", "-"), message)
 
 
 def _answer(pieces: Any, runner: Any, as_json: bool) -> None:

@@ -57,7 +57,7 @@ def save_png(image, out: Path) -> Path:
 
 def run_demo(seed: int | None = None, model: str | os.PathLike = "demo", out: Path | None = None) -> dict:
     """Returns {seed, image, scene, answers: [Answered...]}; a new random seed unless one is given."""
-    from vlmkit.demo.evaluate import answer, load
+    from vlmkit.demo.evaluate import answer_with_runner
 
     seed = secrets.randbelow(10**6) if seed is None else seed
     rng = random.Random(f"vlmkit-demo/showcase/{seed}")
@@ -65,7 +65,7 @@ def run_demo(seed: int | None = None, model: str | os.PathLike = "demo", out: Pa
     image = render(scene)
     path = save_png(image, out or Path(tempfile.gettempdir()) / f"vlmkit-demo-{seed}.png")
     asked = questions_for(scene, rng)
-    net, processor = load(model)
-    said = answer(net, processor, [image] * len(asked), [qa.question for qa in asked])
+    # through vlmkit.load: any VLM it runs (a GGUF directory on llama.cpp too), one-line errors otherwise
+    said = answer_with_runner(model, [image] * len(asked), [qa.question for qa in asked])
     answers = [Answered(qa.question, qa.answer, s, qa.category, qa.lang) for qa, s in zip(asked, said)]
     return {"seed": seed, "image": path, "scene": scene, "answers": answers}

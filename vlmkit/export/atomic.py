@@ -24,8 +24,9 @@ def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "",
         raise VlmkitError(out_dir, f"--out must be a directory {what}".rstrip())
     if out_dir.exists() and any(out_dir.iterdir()):
         _check_replaceable(out_dir, overwrite, replaceable_suffixes)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    with _writable(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp
@@ -62,8 +63,9 @@ def atomic_file(out_file: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary file path that is renamed to ``out_file`` when the block ends without error."""
     if out_file.exists() and not overwrite:
         raise VlmkitError(out_file, "output file exists (use --overwrite)")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{out_file.name}.tmp-", dir=out_file.parent)
+    with _writable(out_file):
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{out_file.name}.tmp-", dir=out_file.parent)
     os.close(handle)
     tmp = Path(name)
     try:
@@ -73,6 +75,15 @@ def atomic_file(out_file: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _writable(out: Path) -> Iterator[None]:
+    """An output place that cannot be created (``--out /proc/foo``, a read-only disk) in one line."""
+    try:
+        yield
+    except OSError as error:
+        raise VlmkitError(out, f"cannot write the output here: {error.strerror or error}") from None
 
 
 def _umask() -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.errors import UnsupportedError, VlmkitError, error_summary
 from vlmkit.logs import quiet_transformers
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render, template_errors
@@ -60,8 +60,8 @@ def model_class(path: Path) -> tuple[Any, bool]:
     arch = ", ".join(raw.get("architectures") or [raw.get("model_type", "?")])
     try:
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, KeyError) as error:
-        reason = (str(error).split(". ")[0] or error.__class__.__name__).strip()
+    except Exception as error:  # noqa: BLE001 - ValueError, KeyError, huggingface_hub's validation errors ...
+        reason = (error_summary(error).split(". ")[0] or error.__class__.__name__).strip()
         raise UnsupportedError(config_file, f"transformers cannot run architecture {arch} ({reason})") from None
     model_type = config.model_type
     if model_type in auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
@@ -149,6 +149,9 @@ class TransformersBackend:
     def prepare(self, messages: Sequence[Message], images: Sequence[Any]) -> Prompt:
         if images and not self.is_vlm:
             raise UnsupportedError(self.path, "this is a text-only model: it cannot take images")
+        if self.raw_prompt and not images:
+            raise UnsupportedError(self.path, f"{type(self.processor).__name__} builds its prompt around an image: "
+                                              "give one with --image")
         text = self.render(messages, len(images))
         special = add_special_tokens(text, self.tokenizer.bos_token, self.chat_template() is not None, self.is_vlm)
         if self.is_vlm:
