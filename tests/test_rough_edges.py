@@ -234,3 +234,27 @@ def test_no_verb_prints_a_traceback(zoo, tmp_path):
             assert "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr)
             if proc.returncode:
                 assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, (args, proc.stderr)
+
+
+def test_tensor_names_break_only_after_dots_at_80_columns(zoo):
+    """On an 80-column terminal every name cell line ends at a dot (or the name's end): joined back, the
+    cells give exactly the report's tensor names."""
+    import re
+
+    from vlmkit.inspect import inspect_model
+
+    out = re.sub(r"\x1b\[[0-9;]*m", "", run_in_tty(["inspect", "zoo:llava-clip"], {"NO_COLOR": "1", "COLUMNS": "80"}))
+    lines = out.replace("\r", "").splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("tensors")):]
+    assert all(len(line) <= 80 for line in table)
+    names, current = [], ""
+    for line in table:
+        cells = line.split("│")
+        if len(cells) < 3 or cells[1].strip() in ("", "name"):
+            continue
+        current += cells[1].strip()
+        if not current.endswith("."):
+            names.append(current)
+            current = ""
+    expected = [row.pattern for row in inspect_model(zoo("llava-clip")).tensors]
+    assert names == expected and max(map(len, expected)) > 60

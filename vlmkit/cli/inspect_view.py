@@ -50,7 +50,7 @@ def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, co
         console.print(f"[bold]module tree[/] (from {report.tree['source']})")
         console.print(_tree(report.tree["root"], depth))
     if show_tensors:
-        console.print(_tensors(report))
+        console.print(_tensors(report, console.width))
 
 
 def _components(report: ModelReport) -> Table:
@@ -97,16 +97,39 @@ def _tree(node: dict[str, Any], depth: int, parent: Tree | None = None) -> Tree:
     return branch
 
 
-def _tensors(report: ModelReport) -> Table:
+TENSOR_COLUMNS = ("name", "shape", "dtype", "count", "component")
+
+
+def _tensors(report: ModelReport, width: int) -> Table:
+    """The tensor table; names that do not fit their column are broken after a dot, never inside a
+    word (rich would fold ``self_attn`` into ``se`` / ``lf_attn``)."""
+    rows = [(row.pattern, str(list(row.shape)), row.dtype.lower(), f"×{row.count}" if row.count > 1 else "",
+             row.component) for row in report.tensors]
+    others = sum(max([len(column), *(len(r[i]) for r in rows)]) for i, column in enumerate(TENSOR_COLUMNS) if i)
+    name_width = max(16, width - others - 3 * len(TENSOR_COLUMNS) - 1)   # cell padding 2 + one border each
     table = Table(title="tensors", title_justify="left")
     table.add_column("name", overflow="fold", ratio=1)
-    for column in ("shape", "dtype", "count", "component"):
+    for column in TENSOR_COLUMNS[1:]:
         table.add_column(column, justify="right" if column == "count" else "left", no_wrap=True)
     mapped = any(row.hf_name for row in report.tensors)
-    if mapped:
+    if mapped:  # big_vision names beside the HF names they become; the two share the free width
         table.add_column("becomes (HF)", overflow="fold", ratio=1)
-    for row in report.tensors:
-        count = f"×{row.count}" if row.count > 1 else ""
-        cells = [row.pattern, str(list(row.shape)), row.dtype.lower(), count, row.component]
-        table.add_row(*cells, *([row.hf_name or "-"] if mapped else []))
+        name_width = max(16, (name_width - 3) // 2)
+    for (name, *rest), row in zip(rows, report.tensors):
+        hf_name = [break_at_dots(row.hf_name or "-", name_width)] if mapped else []
+        table.add_row(break_at_dots(name, name_width), *rest, *hf_name)
     return table
+
+
+def break_at_dots(name: str, width: int) -> str:
+    """``name`` as lines of at most ``width`` characters, split after dots (or big_vision's slashes; a
+    part longer than ``width`` keeps its own line, folded by rich as a last resort)."""
+    import re
+
+    lines, line = [], ""
+    for part in re.split(r"(?<=[./])", name):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
