@@ -36,6 +36,9 @@ needs, read from clip.cpp of llama-cpp-python 0.3.36:
 * mtmd swaps ``ffn_up``/``ffn_down`` when ``ffn_down``'s first dim equals ``n_embd`` (a fix for old
   files); with ``intermediate_size == hidden_size`` that test is always true, so the two are written
   under each other's names for mtmd to swap back.
+* mtmd resizes images its own way (LLaVA: letterbox + bicubic); ``vlmkit.mmproj.image_processor`` keeps the
+  checkpoint's image-processor config (JSON, as transformers loads it) so that vlmkit's runtime hands mtmd
+  that processor's pixels at the input size (``vlmkit.gguf.mtmd.ModelPixels``), where mtmd's resize is a no-op.
 * the projector's activation is ggml's tanh GELU (erf GELU in transformers' default "gelu"); the tower's
   ``quick_gelu`` / tanh GELU / SiLU are selected with ``clip.use_gelu`` / ``clip.use_silu``.
 """

@@ -8,7 +8,8 @@ ordered like transformers' logits processors (see ``llamacpp_native.sampler_chai
 Residual differences from transformers at equal settings: the random draws (std::mt19937 vs torch:
 the same seed gives different samples, each reproducible on its backend), top-k ties (llama.cpp keeps
 exactly k, transformers every logit equal to the k-th), top-p at exactly the boundary, and float
-rounding (ggml's fp16 GELU table and f16 KV cache, mtmd's own image resize, quantized weights).
+rounding (ggml's fp16 GELU table and f16 KV cache, quantized weights). Images are resized by the
+checkpoint's own image processor before mtmd sees them (``vlmkit.gguf.mtmd.ModelPixels``).
 """
 
 from __future__ import annotations
