@@ -222,18 +222,31 @@ def crafted_inputs(zoo, tmp_path) -> dict[str, object]:
     return {"hf": heads, "gguf": gguf_dir}
 
 
+# every verb, with a model that makes transformers (or llama.cpp) raise: a new verb must be added here
+VERB_RUNS = {
+    "inspect": lambda model, out: [["inspect", model], ["inspect", model, "--memory"]],
+    "run": lambda model, out: [["run", model, "-p", "hi"]],
+    "convert": lambda model, out: [["convert", model, "--out", str(out)]],
+    "demo": lambda model, out: [["demo", "--model", model], ["demo", "score", model, "--n", "1"]],
+    "diff": lambda model, out: [["diff", model, model]],
+}
+
+
+def test_every_verb_is_in_the_traceback_check():
+    verbs = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert verbs == set(VERB_RUNS)
+
+
 @pytest.mark.llamacpp
 def test_no_verb_prints_a_traceback(zoo, tmp_path):
     bad = crafted_inputs(zoo, tmp_path)
-    for source in ("hf", "gguf"):
-        model = str(bad[source])
-        for args in (["inspect", model], ["inspect", model, "--memory"], ["run", model, "-p", "hi"],
-                     ["convert", model, "--out", str(tmp_path / f"out-{source}")],
-                     ["demo", "--model", model], ["demo", "score", model, "--n", "1"]):
-            proc = cli(*args)
-            assert "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr)
-            if proc.returncode:
-                assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    for source, model in bad.items():
+        for verb, runs in VERB_RUNS.items():
+            for args in runs(str(model), tmp_path / f"out-{source}-{verb}"):
+                proc = cli(*args)
+                assert "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr)
+                if proc.returncode:
+                    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, (args, proc.stderr)
 
 
 def test_tensor_names_break_only_after_dots_at_80_columns(zoo):
