@@ -77,13 +77,14 @@ def main() -> None:
 
         quiet_transformers()
     color = False if os.environ.get("NO_COLOR") else None  # https://no-color.org; rich reads it itself
+    started_on_devnull = _stdout_is_devnull()
     try:
         app(color=color)
     except VlmkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True, color=color)
         sys.exit(1)
     except SystemExit as done:
-        if done.code == 1 and _pipe_closed():
+        if done.code == 1 and _pipe_closed(started_on_devnull):
             sys.exit(0)  # the reader went away (`| head`): a normal end, as for cat or grep
         raise
     except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback without --verbose
@@ -96,15 +97,20 @@ def main() -> None:
         sys.exit(1)
 
 
-def _pipe_closed() -> bool:
+def _pipe_closed(started_on_devnull: bool) -> bool:
     """Whether an exit 1 came from stdout's reader closing the pipe: click then swaps in
-    PacifyFlushWrapper, rich (``Console.on_broken_pipe``) points stdout's descriptor at /dev/null."""
-    import os
-
+    PacifyFlushWrapper, rich (``Console.on_broken_pipe``) points stdout's descriptor at /dev/null
+    (which says nothing when the user sent stdout there in the first place: ``> /dev/null``)."""
     from click.utils import PacifyFlushWrapper
 
     if isinstance(sys.stdout, PacifyFlushWrapper):
         return True
+    return not started_on_devnull and _stdout_is_devnull()
+
+
+def _stdout_is_devnull() -> bool:
+    import os
+
     try:
         return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
     except (OSError, ValueError):
