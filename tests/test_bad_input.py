@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from hostile import write_gguf
 from vlmkit.errors import CheckpointError
 from vlmkit.readers import open_checkpoint
 
@@ -219,17 +217,6 @@ def test_truncated_npz(tmp_path: Path) -> None:
 
 # --- GGUF -------------------------------------------------------------------------------------
 
-def write_gguf(path: Path) -> Path:
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_token_list([f"tok{i}" for i in range(100)])
-    writer.add_tensor("token_embd.weight", np.ones((100, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def test_gguf_bad_magic(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "model.gguf")
     path.write_bytes(b"GGUX" + path.read_bytes()[4:])
@@ -243,7 +230,7 @@ def test_gguf_truncated(tmp_path: Path, keep: int) -> None:
     expect_error(path, "truncated")
 
 
-# --- paths and the CLI ------------------------------------------------------------------------
+# --- paths (the CLI's handling of all of these: tests/test_hostile.py) ------------------------------------------------------------------------
 
 def test_missing_path(tmp_path: Path) -> None:
     expect_error(tmp_path / "nowhere.safetensors", "no such file or directory")
@@ -253,23 +240,3 @@ def test_unknown_file_type(tmp_path: Path) -> None:
     path = tmp_path / "weights.h5"
     path.write_bytes(b"\x89HDF")
     expect_error(path, "unknown checkpoint format")
-
-
-def inspect_registered() -> bool:
-    vlmkit = shutil.which("vlmkit")
-    if vlmkit is None:
-        return False
-    result = subprocess.run([vlmkit, "--help"], capture_output=True, text=True)
-    return "inspect" in result.stdout
-
-
-@pytest.mark.skipif(not inspect_registered(), reason="`vlmkit inspect` is not registered yet")
-def test_cli_inspect_bad_file(tmp_path: Path) -> None:
-    header = {"a": f32([16], 0, 64), "b": f32([16], 32, 96)}
-    path = write_safetensors(tmp_path / "bad.safetensors", header, b"\0" * 96)
-    result = subprocess.run([shutil.which("vlmkit"), "inspect", str(path)], capture_output=True, text=True)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "bad.safetensors" in lines[0] and "overlaps tensor 'a'" in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout

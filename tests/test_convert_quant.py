@@ -5,7 +5,7 @@ from __future__ import annotations
 import gguf
 import pytest
 
-pytest.importorskip("llama_cpp")
+import llama_cpp  # noqa: E402,F401  (a test dependency: missing fails the run, never skips it)
 
 from vlmkit.convert import convert  # noqa: E402
 
@@ -13,7 +13,6 @@ from vlmkit.convert import convert  # noqa: E402
 EXPECTED = {"bf16": "BF16", "q4_0": "Q4_0", "q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dtype", list(EXPECTED))
 def test_dtype_converts_runs_and_reports(zoo, tmp_path, dtype):
     result = convert(zoo("llava-calm2-siglip"), tmp_path / dtype, dtype=dtype, verify=True, mmproj=False, threads=2)

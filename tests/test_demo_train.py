@@ -1,4 +1,4 @@
-"""Training the demo VLM: deterministic for a seed (slow: it trains)."""
+"""Training the demo VLM: deterministic for a seed (a few steps here; the full recipe with -m slow)."""
 
 import pytest
 import torch
@@ -39,19 +39,19 @@ def test_evidence_points_at_the_answering_object_only_when_the_answer_is_yes():
     assert checked == 120
 
 
-@pytest.mark.slow
 def test_same_seed_same_weights(tmp_path):
-    recipe = Recipe(steps=15, batch=4)
+    """The determinism the README's reproduction relies on, in a few steps (the full recipe: -m slow)."""
+    recipe = Recipe(steps=4, batch=2)
     a = load_file(train(tmp_path / "a", recipe, log_every=5) / "model.safetensors")
     b = load_file(train(tmp_path / "b", recipe, log_every=5) / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    c = load_file(train(tmp_path / "c", Recipe(steps=15, batch=4, seed=1), log_every=5) / "model.safetensors")
+    c = load_file(train(tmp_path / "c", Recipe(steps=4, batch=2, seed=1), log_every=5) / "model.safetensors")
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.slow
 def test_full_recipe_reproduces_the_shipped_weights(tmp_path):
-    """The README's claim: `python -m vlmkit.demo.train` rebuilds vlmkit/demo/weights (about 28 min on 2 cores).
+    """The README's claim: `vlmkit demo train --out DIR` rebuilds vlmkit/demo/weights (about 28 min on 2 cores).
 
     Bit-identical on the CPU / torch build that trained it; another CPU may round bf16 matmuls differently.
     """
@@ -61,3 +61,20 @@ def test_full_recipe_reproduces_the_shipped_weights(tmp_path):
     fresh = load_file(train(tmp_path / "w", Recipe()) / "model.safetensors")
     assert shipped.keys() == fresh.keys()
     assert all(torch.equal(shipped[k], fresh[k]) for k in shipped)
+
+
+def test_training_never_overwrites_the_shipped_weights():
+    """`vlmkit demo train` needs --out, and no --out may point at the shipped weights."""
+    from typer.testing import CliRunner
+
+    from vlmkit.cli import _register, app
+    from vlmkit.errors import VlmkitError
+    from vlmkit.hub import demo_path
+
+    before = {p.name: p.stat().st_mtime_ns for p in demo_path().iterdir()}
+    with pytest.raises(VlmkitError, match="refusing to overwrite the shipped demo weights"):
+        train(demo_path(), Recipe(steps=1, batch=1))
+    _register()
+    result = CliRunner().invoke(app, ["demo", "train"])
+    assert result.exit_code == 2 and "--out" in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in demo_path().iterdir()} == before

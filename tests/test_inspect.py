@@ -90,10 +90,10 @@ def test_tokenizer_summary(zoo):
 def test_memory_follows_tensor_sizes(zoo):
     report = inspect_model(zoo("llama"), memory=True)
     rows = {r["scheme"]: r["bytes"] for r in report.memory["inference"]}
-    assert rows["fp32"] == 4 * report.params
-    assert rows["bf16"] == rows["fp16"] == 2 * report.params
+    assert rows["f32"] == 4 * report.params
+    assert rows["bf16"] == rows["f16"] == 2 * report.params
     assert rows["int4"] < rows["int8"] < rows["bf16"]
-    assert rows["gguf:Q4_K_M"] < rows["gguf:Q8_0"] < rows["bf16"]
+    assert rows["q4_k_m"] < rows["q8_0"] < rows["bf16"]
     assert report.memory["training"]["adam_fp32"] == 16 * report.params
 
 
@@ -139,7 +139,7 @@ def test_cli_json_and_table(zoo):
                          capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
     assert data["params"] == transformers_parameter_count(folder)
-    assert data["memory"]["inference"][0]["scheme"] == "fp32"
+    assert data["memory"]["inference"][0]["scheme"] == "f32"
     out = subprocess.run([sys.executable, "-m", "vlmkit", "inspect", str(folder), "--tree"],
                          capture_output=True, text=True, check=True)
     assert "GPTNeoXForCausalLM" in out.stdout and "components" in out.stdout

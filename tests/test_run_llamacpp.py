@@ -7,7 +7,7 @@ import pytest
 import vlmkit
 from vlmkit.errors import UnsupportedError, VlmkitError
 
-pytest.importorskip("llama_cpp")
+import llama_cpp  # noqa: E402,F401  (a test dependency: missing fails the run, never skips it)
 pytestmark = pytest.mark.llamacpp
 
 PROMPTS = ["Tell me a story about a red square.", "赤い四角と青い丸の話をしてください。", "the the the the the"]

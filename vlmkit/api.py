@@ -46,8 +46,40 @@ def pick_backend(path: Path, backend: str) -> str:
     return backend
 
 
+def validate(path: Path, backend: str) -> None:
+    """Open every file the backend will read through vlmkit's readers first, so a malformed checkpoint
+    (a tensor the index names but its shard lacks, a corrupt GGUF, a config.json that is not JSON, a
+    chat template the sandbox refuses) is one line here, not a crash inside transformers or llama.cpp."""
+    from vlmkit.readers import open_checkpoint
+    from vlmkit.readers.model_files import check_chat_template, check_template_text, read_config
+
+    if backend == "llamacpp":
+        for file in filter(None, gguf_files(path) or ()):
+            with open_checkpoint(file) as checkpoint:
+                template = checkpoint.metadata.get("tokenizer.chat_template")
+                if isinstance(template, str):
+                    check_template_text(file, template)
+        return
+    config = read_config(path) or {}
+    open_checkpoint(path).close()
+    check_chat_template(path)
+    _refuse_custom_code(path, config)
+
+
+def _refuse_custom_code(path: Path, config: dict[str, Any]) -> None:
+    """A model type only the checkpoint's own code (``auto_map``) defines cannot run: that code is never
+    imported."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if config.get("auto_map") and model_type not in CONFIG_MAPPING:
+        raise UnsupportedError(path / "config.json", f"model type {model_type!r} is defined only by the "
+                                                     "checkpoint's own code (auto_map), which vlmkit never runs")
+
+
 def open_backend(path: Path, backend: str, device: str, dtype: str | None, threads: int | None,
                  verbose: bool) -> Backend:
+    validate(path, backend)
     if backend == "llamacpp":
         from vlmkit.runtime.llamacpp_backend import LlamaCppBackend
 
@@ -138,7 +170,7 @@ class Runner:
 
 
 def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", dtype: str | None = None,
-         threads: int | None = None, verbose: bool = False) -> Runner:
+         threads: int | None = None, verbose: bool = False, download: bool = False) -> Runner:
     """Load MODEL ("demo", "zoo:<name>", an HF directory / hub id, or a GGUF file / directory)."""
     from vlmkit.hub import resolve_model
     from vlmkit.logs import quiet_transformers
@@ -146,6 +178,6 @@ def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", 
     if threads is not None and threads < 1:
         raise VlmkitError(None, f"threads must be >= 1, not {threads}")
     quiet_transformers(verbose)  # also a zoo build's output while MODEL resolves, before any backend exists
-    path = resolve_model(model)
+    path = resolve_model(model, download=download)
     chosen = pick_backend(path, backend)
     return Runner(open_backend(path, chosen, device, dtype, threads, verbose))

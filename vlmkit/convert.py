@@ -1,14 +1,15 @@
 """``convert(model, out_dir, to="gguf", dtype=...)``: HF checkpoint -> llama.cpp GGUF (+ mmproj for VLMs).
 
-Outputs are ``out_dir/model.gguf`` and, for a LLaVA-style VLM, ``out_dir/mmproj.gguf``. Everything is
-written into a temporary directory next to ``out_dir`` and renamed into place at the end, so a failure
-leaves nothing behind. Quantized types go through llama.cpp's own quantizer.
+Outputs are ``out_dir/model.gguf`` and, for a LLaVA-style VLM, ``out_dir/mmproj.gguf``. The checkpoint
+is opened (and validated) through ``vlmkit.readers`` before anything is written; everything is written
+into a staging directory next to ``out_dir`` and renamed into place at the end (``vlmkit.export.atomic``),
+so a failure, Ctrl-C, SIGTERM or a full disk leaves nothing behind. Quantized types go through llama.cpp's
+own quantizer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -16,11 +17,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vlmkit.constants import FLOAT_TYPES, OUTPUT_TYPES, output_type
 from vlmkit.errors import UnsupportedError, VlmkitError
 
-DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+if TYPE_CHECKING:
+    from vlmkit.readers import Checkpoint
+
+DTYPES = tuple(OUTPUT_TYPES)
 MODEL_FILE = "model.gguf"
 MMPROJ_FILE = "mmproj.gguf"
 _NOT_EXPORTED = "vision tower / projector: not exported (no mmproj.gguf, see the note below)"
@@ -66,61 +71,57 @@ class ConvertOptions:
 def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None = None, dtype: str = "f16",
             verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
             verbose: bool = False, overwrite: bool = False, config: str | None = None,
-            tokenizer: str | None = None) -> Any:
+            tokenizer: str | None = None, download: bool = False) -> Any:
     """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
 
     The route is chosen by (source format, target) in ``ROUTES`` (``to=None``: ``DEFAULT_TARGET``): HF -> GGUF (``verify=None`` runs the
     transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
     """
     from vlmkit.hub import resolve_model
-
-    path = resolve_model(model)
-    source = source_format(path)
-    to = to or DEFAULT_TARGET.get(source, "gguf")
-    route = ROUTES.get((source, to))
-    if route is None:
-        known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
-        raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
-    options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer)
-    return route(path, Path(out_dir), options)
-
-
-def source_format(path: Path) -> str:
-    """``hf``, ``big_vision`` or ``gguf``, from what the reader finds at ``path``."""
     from vlmkit.readers import open_checkpoint
 
-    with open_checkpoint(path) as checkpoint:
-        return {"npz": "big_vision", "gguf": "gguf"}.get(checkpoint.format, "hf")
+    path = resolve_model(model, download=download)
+    with open_checkpoint(path) as checkpoint:     # validated once, here, before anything is written
+        source = source_format(checkpoint)
+        to = to or DEFAULT_TARGET.get(source, "gguf")
+        route = ROUTES.get((source, to))
+        if route is None:
+            known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
+            raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
+        options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer)
+        return route(path, checkpoint, Path(out_dir), options)
 
 
-def _to_big_vision(path: Path, out: Path, options: ConvertOptions):
+def source_format(checkpoint: Checkpoint) -> str:
+    """``hf``, ``big_vision`` or ``gguf``, from the checkpoint's format."""
+    return {"npz": "big_vision", "gguf": "gguf"}.get(checkpoint.format, "hf")
+
+
+def _to_big_vision(path: Path, checkpoint: Checkpoint, out: Path, options: ConvertOptions):
     from vlmkit.export.big_vision import hf_to_big_vision
-    from vlmkit.readers import open_checkpoint
 
-    with open_checkpoint(path) as checkpoint:
-        return hf_to_big_vision(checkpoint, _read_config(path), out, overwrite=options.overwrite,
-                                progress=sys.stderr.isatty())
+    return hf_to_big_vision(checkpoint, _read_config(path), out, overwrite=options.overwrite,
+                            progress=sys.stderr.isatty())
 
 
-def _from_big_vision(path: Path, out: Path, options: ConvertOptions):
+def _from_big_vision(path: Path, checkpoint: Checkpoint, out: Path, options: ConvertOptions):
     from vlmkit.export.big_vision import big_vision_to_hf
-    from vlmkit.readers import open_checkpoint
 
-    with open_checkpoint(path) as checkpoint:
-        return big_vision_to_hf(checkpoint, out, config=options.config, tokenizer=options.tokenizer,
-                                overwrite=options.overwrite, progress=sys.stderr.isatty())
+    return big_vision_to_hf(checkpoint, out, config=options.config, tokenizer=options.tokenizer,
+                            overwrite=options.overwrite, progress=sys.stderr.isatty())
 
 
-def _to_gguf(model_dir: Path, out_dir: Path, options: ConvertOptions) -> ConvertResult:
-    dtype, verify, mmproj, threads = options.dtype, options.verify, options.mmproj, options.threads
+def _to_gguf(model_dir: Path, source: Checkpoint, out_dir: Path, options: ConvertOptions) -> ConvertResult:
+    dtype, verify, mmproj, threads = output_type(options.dtype).name, options.verify, options.mmproj, options.threads
     verbose, overwrite = options.verbose, options.overwrite
-    if dtype not in DTYPES:
-        raise UnsupportedError(None, f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     from vlmkit.export.atomic import atomic_dir
+    from vlmkit.readers.model_files import check_chat_template
 
+    config = _read_config(model_dir)
+    check_chat_template(model_dir)
     with atomic_dir(out_dir, overwrite, what="(model.gguf and mmproj.gguf go inside)",
                     replaceable_suffixes=(".gguf",)) as tmp:
-        result = _convert_into(model_dir, tmp, dtype, mmproj, threads, verbose)
+        result = _convert_into(model_dir, config, source, tmp, dtype, mmproj, threads, verbose)
         if verify or (verify is None and _runtimes_available()):
             _run_verification(model_dir, tmp, result, threads, verbose, asked=bool(verify))
             if result.verify_error:  # name the files where they will be, not the temporary directory
@@ -139,16 +140,13 @@ ROUTES = {
 DEFAULT_TARGET = {"hf": "gguf", "big_vision": "hf"}   # --to when not given
 
 
-def _convert_into(model_dir: Path, tmp: Path, dtype: str, mmproj: bool, threads: int | None,
-                  verbose: bool) -> ConvertResult:
+def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, dtype: str, mmproj: bool,
+                  threads: int | None, verbose: bool) -> ConvertResult:
     from vlmkit.gguf.export import lossless_float, write_lm_gguf
     from vlmkit.gguf.lm import MMPROJ_REASON
-    from vlmkit.gguf.source import TensorSource
 
     start = time.perf_counter()
-    config = _read_config(model_dir)
-    source = TensorSource(model_dir)
-    float_type = dtype if dtype in ("f32", "f16", "bf16") else lossless_float(source)
+    float_type = dtype if dtype in FLOAT_TYPES else lossless_float(source)
     float_path = tmp / (MODEL_FILE if float_type == dtype else f"model-{float_type}.gguf")
     conversion_id = uuid.uuid4().hex
     lm = write_lm_gguf(model_dir, config, float_path, float_type, source, conversion_id)
@@ -189,13 +187,12 @@ def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, 
 
 
 def _read_config(model_dir: Path) -> dict:
-    path = model_dir / "config.json"
-    if not path.exists():
+    from vlmkit.readers.model_files import read_config
+
+    config = read_config(model_dir) if model_dir.is_dir() else None
+    if config is None:
         raise VlmkitError(model_dir, "no config.json: not a Hugging Face model directory")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VlmkitError(path, f"invalid JSON ({error.msg} at line {error.lineno})") from None
+    return config
 
 
 def _runtimes_available() -> bool:

@@ -23,7 +23,6 @@ from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import Family, family_for
 from vlmkit.families.ops import Step, WeightMap, foreign_map, forward_shapes, run_forward
 from vlmkit.readers import open_checkpoint
-from vlmkit.readers.arrays import array_reader, load_numpy
 from vlmkit.readers.base import Checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -81,7 +80,7 @@ def open_side(model: str | Path, other: Side | None = None) -> Side:
 def hf_side(path: Path, checkpoint: Checkpoint, family: Family, config: dict[str, Any]) -> Side:
     stored = {family.disk_name(n): n for n in checkpoint.infos if not family.is_buffer(n)}
     shapes = {name: tuple(checkpoint.infos[s].shape) for name, s in stored.items()}
-    read = array_reader(path, checkpoint)
+    read = checkpoint.read   # plain reads: a memory map would keep the whole model resident
     return Side(str(path), "hf", family, shapes, lambda n: read(stored[n]), checkpoint, config, path)
 
 
@@ -112,7 +111,7 @@ def foreign_side(path: Path, checkpoint: Checkpoint, family: Family, wmap: Weigh
         if step.source not in cached:   # one source array (all its layers) at a time
             cached.clear()
             cached[step.source] = {}
-            cached[step.source].update(run_forward(step, load_numpy(checkpoint, step.source), dims))
+            cached[step.source].update(run_forward(step, checkpoint.read(step.source), dims))
         return cached[step.source][name]
 
     side = Side(str(path), wmap.format, family, shapes, load, checkpoint, config, path)
@@ -125,12 +124,13 @@ def gguf_side(path: Path, checkpoint: Checkpoint, source: Side) -> Side:
     import gguf
 
     from vlmkit.gguf.lm import plan_lm, source_transform
-    from vlmkit.gguf.source import TensorSource
     from vlmkit.gguf.transforms import INVERSE_TRANSFORMS
+    from vlmkit.readers import open_checkpoint
 
     if source.path is None or not (source.path / "config.json").is_file():
         raise UnsupportedError(path, "comparing a GGUF needs its HF source folder (with config.json) first")
-    plan = plan_lm(source.path, source.config, TensorSource(source.path), gguf.GGMLQuantizationType.F32)
+    with open_checkpoint(source.path) as hf_checkpoint:
+        plan = plan_lm(source.path, source.config, hf_checkpoint, gguf.GGMLQuantizationType.F32)
     by_gguf = {t.name: t.source for t in plan.tensors if t.source}
     missing = [name for name in by_gguf if name not in checkpoint.infos]
     if len(missing) == len(by_gguf):
@@ -140,7 +140,7 @@ def gguf_side(path: Path, checkpoint: Checkpoint, source: Side) -> Side:
                   for name in [source.family.disk_name(hf)]}
 
     def load(name: str) -> np.ndarray:
-        array = load_numpy(checkpoint, names[name])
+        array = checkpoint.read(names[name])
         undo = transforms.get(name)
         return INVERSE_TRANSFORMS[undo](array, plan.hp) if undo else array
 
@@ -165,8 +165,8 @@ def lora_side(path: Path, base: Side) -> Side:
 
     def delta(name: str) -> np.ndarray:
         a_name, b_name, module = pairs[name]
-        lora_a = load_numpy(checkpoint, a_name).astype(np.float32)
-        lora_b = load_numpy(checkpoint, b_name).astype(np.float32)
+        lora_a = checkpoint.read(a_name).astype(np.float32)
+        lora_b = checkpoint.read(b_name).astype(np.float32)
         rank = lora_a.shape[0]
         module_alpha = next((float(v) for k, v in patterns.items() if re.search(rf"(^|\.){k}$", module)), alpha)
         scale = module_alpha / (rank ** 0.5 if rslora else rank)

@@ -6,7 +6,6 @@ family declaration, the tokenizer summary from its JSON files (no tokenizer code
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -76,15 +75,11 @@ class ModelReport:
 
 def read_config(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
     """config.json beside the weights; GGUF files describe themselves in their metadata."""
-    folder = path if path.is_dir() else path.parent
-    config_file = folder / "config.json"
-    if config_file.is_file():
-        try:
-            return json.loads(config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            from vlmkit.errors import CheckpointError
+    from vlmkit.readers.model_files import read_config as read_config_file
 
-            raise CheckpointError(config_file, f"not valid JSON ({error})") from None
+    config = read_config_file(path if path.is_dir() else path.parent)
+    if config is not None:
+        return config
     if checkpoint.format == "gguf":
         # Every GGUF uses llama.cpp's tensor names, whatever the architecture: one family for all.
         arch = checkpoint.metadata.get("general.architecture")

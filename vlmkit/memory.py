@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vlmkit.constants import DTYPE_BITS, ggml_block, ggml_nbytes
 from vlmkit.readers.base import TensorInfo
 
-# GGML block types: (bytes per block, weights per block), from ggml's type traits.
-GGML_BLOCKS = {"Q8_0": (34, 32), "Q4_0": (18, 32), "Q4_K": (144, 256), "Q5_K": (176, 256), "Q6_K": (210, 256)}
-FLOAT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+FLOAT_BYTES = {name: DTYPE_BITS[name.upper()] // 8 for name in ("f32", "bf16", "f16")}
 INT_GROUP = 128   # weight-only int4/int8 group size (AWQ/GPTQ default)
 
 
@@ -30,26 +29,21 @@ def _is_matrix(info: TensorInfo) -> bool:
     return len(info.shape) == 2 and min(info.shape) > 1
 
 
-def _ggml_bytes(numel: int, qtype: str) -> int:
-    block_bytes, block = GGML_BLOCKS[qtype]
-    return -(-numel // block) * block_bytes
-
-
 def _tensor_bytes(info: TensorInfo, scheme: str, layer_count: int) -> int:
     numel = info.numel
     if scheme in FLOAT_BYTES:
         return numel * FLOAT_BYTES[scheme]
     if not _is_matrix(info):   # norms, biases, 1-D scales: kept at 16 bits (f32 in GGUF)
-        return numel * (4 if scheme.startswith("gguf") else 2)
-    rows_fit = info.shape[-1] % 32 == 0
+        return numel * (4 if scheme.startswith("q") else 2)
+    rows_fit = info.shape[-1] % ggml_block("Q8_0") == 0
     if scheme in ("int8", "int4"):
         bits = 8 if scheme == "int8" else 4
         groups = -(-info.shape[-1] // INT_GROUP) * info.shape[0]
         return numel * bits // 8 + groups * (2 if bits == 8 else 4)   # fp16 scale (+ zero point for int4)
-    if scheme == "gguf:Q8_0":
-        return _ggml_bytes(numel, "Q8_0") if rows_fit else numel * 2
-    if scheme == "gguf:Q4_K_M":
-        return _ggml_bytes(numel, _q4_k_m_type(info, layer_count)) if rows_fit else numel * 2
+    if scheme == "q8_0":
+        return ggml_nbytes("Q8_0", numel) if rows_fit else numel * 2
+    if scheme == "q4_k_m":
+        return ggml_nbytes(_q4_k_m_type(info, layer_count), numel) if rows_fit else numel * 2
     raise ValueError(scheme)
 
 
@@ -58,7 +52,7 @@ def _q4_k_m_type(info: TensorInfo, layer_count: int) -> str:
     in the first and last eighth of layers and every third layer between; Q4_K elsewhere.
     Rows not a multiple of 256 fall back to a 32-block type."""
     name = info.name
-    k_ok = info.shape[-1] % 256 == 0
+    k_ok = info.shape[-1] % ggml_block("Q4_K") == 0
     wants_q6 = name.endswith(("lm_head.weight", "embed_out.weight", "output.weight"))
     if any(key in name for key in ("v_proj", "down_proj", "attn_v", "ffn_down", "dense_4h_to_h")):
         layer = _layer_index(name)
@@ -77,7 +71,8 @@ def _layer_index(name: str) -> int | None:
     return None
 
 
-SCHEMES = ("fp32", "bf16", "fp16", "int8", "int4", "gguf:Q8_0", "gguf:Q4_K_M")
+# names as convert --dtype spells them (vlmkit.constants); int8 / int4 are weight-only group-128 schemes
+SCHEMES = ("f32", "bf16", "f16", "int8", "int4", "q8_0", "q4_k_m")
 
 
 def estimate_memory(params: Iterable[TensorInfo], layer_count: int = 0) -> list[MemoryRow]:

@@ -30,12 +30,14 @@ def convert_command(
     tokenizer: Annotated[Optional[str], typer.Option(
         help="big_vision -> hf: tokenizer.model for the processor files (default: one beside the .npz).")] = None,
     dtype: Annotated[str, typer.Option(
-        help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (quantized through llama.cpp).")] = "f16",
+        help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (quantized through llama.cpp); "
+             "fp16, float16, Q4_K_M ... are accepted too.")] = "f16",
     verify: Annotated[Optional[bool], typer.Option(
         "--verify/--no-verify",
         help="Parity report vs transformers (default: on when llama-cpp-python is installed).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace files in a non-empty --out.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for quantizing and verifying.", min=1)] = None,
+    download: Annotated[bool, typer.Option(help="Fetch a hub id that is not in the local HF cache.")] = False,
     verbose: Annotated[bool, typer.Option(help="Show llama.cpp's own log.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -44,7 +46,7 @@ def convert_command(
     from vlmkit.convert import convert
 
     result = convert(model, out, to=to, dtype=dtype, verify=verify, threads=threads, verbose=verbose,
-                     overwrite=overwrite, config=config, tokenizer=tokenizer)
+                     overwrite=overwrite, config=config, tokenizer=tokenizer, download=download)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:

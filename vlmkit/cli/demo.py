@@ -77,6 +77,7 @@ def score_cmd(
     backend: str = typer.Option("auto", help="auto (GGUF -> llamacpp, else transformers), transformers or llamacpp."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with every prediction)."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (the README's)."),
+    download: bool = typer.Option(False, help="Fetch a hub id that is not in the local HF cache."),
 ) -> None:
     """MME table (acc, acc+, score per category) from greedy answers.
 
@@ -89,10 +90,11 @@ def score_cmd(
     from vlmkit.hub import resolve_model
 
     _check_split(split)
+    path = resolve_model(model, download=download)
     if backend == "auto":
-        backend = "llamacpp" if gguf_files(resolve_model(model)) is not None else "transformers"
+        backend = "llamacpp" if gguf_files(path) is not None else "transformers"
     questions = set_questions(data) if data else split_questions(split, n, split_seed)
-    result = evaluate(questions, model, backend=backend)
+    result = evaluate(questions, path, backend=backend)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -145,7 +147,7 @@ def _check_split(split: str) -> None:
 
 @demo_app.command("train")
 def train_cmd(
-    out: Optional[Path] = typer.Option(None, help="Output directory (default: the package's demo weights)."),
+    out: Path = typer.Option(..., help="New output directory (the shipped weights are never overwritten)."),
     seed: int = typer.Option(0, help="Training seed; the same seed gives the same weights."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the shipped recipe)."),
     snapshots: Optional[Path] = typer.Option(None, help="Also save the model every 250 steps under DIR/stepN."),
@@ -154,10 +156,10 @@ def train_cmd(
 
     Example: vlmkit demo train --out /tmp/demo-retrained
     """
-    from vlmkit.demo.train import Recipe, default_out, train
+    from vlmkit.demo.train import Recipe, train
     from vlmkit.errors import VlmkitError
 
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VlmkitError(out, "--out must be a new or empty directory (training writes a whole model there)")
     recipe = Recipe(seed=seed) if steps is None else Recipe(seed=seed, steps=steps)
-    train(out or default_out(), recipe, snapshots=snapshots)
+    train(out, recipe, snapshots=snapshots)

@@ -35,6 +35,7 @@ def run_command(
     stop: Annotated[list[str] | None, typer.Option(help="Stop when this text appears (repeatable).")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Interactive session that keeps the history.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Text, token counts, timings, peak RSS as JSON.")] = False,
+    download: Annotated[bool, typer.Option(help="Fetch a hub id that is not in the local HF cache.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp / transformers logs.")] = False,
 ) -> None:
     """Generate text (optionally about images) with the transformers or llama.cpp backend."""
@@ -52,7 +53,8 @@ def run_command(
     except VlmkitError as error:
         raise VlmkitError(error.path, flag_names(error.reason, sampling)) from None
     images = [load_image(path) for path in image or ()]
-    runner = load(model, backend=backend, device=device, dtype=dtype, threads=threads, verbose=verbose)
+    runner = load(model, backend=backend, device=device, dtype=dtype, threads=threads, verbose=verbose,
+                  download=download)
     if chat:
         _chat(runner, prompt, images, sampling, as_json)
     else:

@@ -1,4 +1,4 @@
-"""Train the demo VLM from scratch: ``python -m vlmkit.demo.train [--out DIR] [--seed N]``.
+"""Train the demo VLM from scratch: ``python -m vlmkit.demo.train --out DIR [--seed N]``.
 
 Deterministic for a seed on a given CPU and torch build (fixed thread count, seeded torch and
 per-image RNGs, fixed step count). Each training sequence is one fresh train-split image and
@@ -149,6 +149,8 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 
 def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: Path | None = None) -> Path:
+    """Train into ``out``, which must not be the shipped weights (compare against them instead)."""
+    check_not_shipped(out)
     import numpy as np
     import torch
     from transformers import LlavaForConditionalGeneration
@@ -204,13 +206,19 @@ def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: 
     return out
 
 
-def default_out() -> Path:
-    return Path(__file__).resolve().parent / "weights"
+def check_not_shipped(out: Path) -> None:
+    """The shipped weights are what the README's tables were measured on: a retrain goes elsewhere."""
+    from vlmkit.errors import VlmkitError
+    from vlmkit.hub import demo_path
+
+    if Path(out).resolve() == demo_path():
+        raise VlmkitError(out, "refusing to overwrite the shipped demo weights; train into another --out "
+                               "directory and compare")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=default_out(), help="output directory (default: the shipped weights)")
+    parser.add_argument("--out", type=Path, required=True, help="new output directory (never the shipped weights)")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--steps", type=int, default=Recipe.steps)
     parser.add_argument("--snapshots", type=Path, default=None, help="also save every 250 steps under this dir")

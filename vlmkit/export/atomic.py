@@ -1,15 +1,31 @@
-"""Outputs that appear whole or not at all: write into a temporary sibling, rename at the end."""
+"""Outputs that appear whole or not at all: write into a temporary sibling, rename at the end.
+
+On any failure, Ctrl-C, SIGTERM or a full disk the temporary sibling is removed and the error is one
+line (``Interrupted`` / a VlmkitError naming the output). A process killed outright (SIGKILL, power cut)
+cannot clean up: its temporary sibling carries the dead process's id in its name, and the next run
+writing next to it removes it.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from vlmkit.errors import VlmkitError
+
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class Interrupted(VlmkitError):
+    """SIGINT / SIGTERM arrived while an output was being written (nothing was left behind)."""
 
 
 @contextmanager
@@ -26,11 +42,13 @@ def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "",
         _check_replaceable(out_dir, overwrite, replaceable_suffixes)
     with _writable(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        remove_stale(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
-        yield tmp
-        _publish(tmp, out_dir)
+        with _faults_in_one_line(out_dir):
+            yield tmp
+            _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -65,13 +83,15 @@ def atomic_file(out_file: Path, overwrite: bool = False) -> Iterator[Path]:
         raise VlmkitError(out_file, "output file exists (use --overwrite)")
     with _writable(out_file):
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{out_file.name}.tmp-", dir=out_file.parent)
+        remove_stale(out_file)
+        handle, name = tempfile.mkstemp(prefix=_staging_prefix(out_file), dir=out_file.parent)
     os.close(handle)
     tmp = Path(name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out_file)
+        with _faults_in_one_line(out_file):
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out_file)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -84,6 +104,51 @@ def _writable(out: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise VlmkitError(out, f"cannot write the output here: {error.strerror or error}") from None
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-{os.getpid()}-"
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove temporary siblings of ``out`` left by processes that no longer run."""
+    pattern = re.compile(re.escape(f".{out.name}.tmp-") + r"(\d+)-")
+    removed = []
+    for candidate in out.parent.glob(f".{out.name}.tmp-*"):
+        match = pattern.match(candidate.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True) if candidate.is_dir() else candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def _faults_in_one_line(out: Path) -> Iterator[None]:
+    """SIGINT / SIGTERM raise ``Interrupted`` (so the caller's cleanup runs; SIGTERM would otherwise kill
+    the process on the spot) and a full disk becomes one line naming the output."""
+    main = threading.current_thread() is threading.main_thread()
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(out, f"interrupted by {signal.Signals(signum).name}; nothing was written")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _DISK_FULL:
+            raise
+        raise VlmkitError(out, f"{os.strerror(error.errno)} while writing; nothing was written") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _umask() -> int:

@@ -25,7 +25,6 @@ from vlmkit.export.atomic import atomic_dir, atomic_file
 from vlmkit.export.safetensors_writer import write_safetensors
 from vlmkit.families import Family, family_for
 from vlmkit.families.ops import Layout, WeightMap, forward_shapes, require_known, run_backward, run_forward
-from vlmkit.readers.arrays import array_reader, load_numpy
 from vlmkit.readers.base import Checkpoint
 
 FORMAT = "big_vision"
@@ -183,7 +182,7 @@ def _forward_arrays(checkpoint: Checkpoint, steps, dims, progress: bool):
     from tqdm import tqdm
 
     for step in tqdm(steps, desc="big_vision -> hf", unit="array", disable=not progress, leave=False):
-        yield from run_forward(step, load_numpy(checkpoint, step.source), dims)
+        yield from run_forward(step, checkpoint.read(step.source), dims)
 
 
 # --- HF -> big_vision ----------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def hf_to_big_vision(checkpoint: Checkpoint, config: dict[str, Any], out_file: P
     extra = [n for n in stored if n not in used and not wmap.hf_unmapped_reason(n) and not family.is_buffer(n)]
     require_known(extra, "big_vision", checkpoint.path)
     _require_tied(family, config, checkpoint, stored)
-    read = array_reader(checkpoint.path, checkpoint)
+    read = checkpoint.read   # plain reads: a memory map would keep the whole model resident
     with atomic_file(Path(out_file), overwrite) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for step in _progress(steps, progress):
@@ -228,7 +227,7 @@ def _require_tied(family: Family, config: dict[str, Any], checkpoint: Checkpoint
     """big_vision decodes with the embedding table: an untied head that differs cannot be written."""
     for head, embedding in family.tied.items():
         if head in stored and embedding in stored and not family.ties_active(config):
-            if not np.array_equal(load_numpy(checkpoint, stored[head]), load_numpy(checkpoint, stored[embedding])):
+            if not np.array_equal(checkpoint.read(stored[head]), checkpoint.read(stored[embedding])):
                 raise UnsupportedError(checkpoint.path, f"'{head}' is not tied to '{embedding}' and differs from "
                                                         "it; big_vision has no separate output head")
 

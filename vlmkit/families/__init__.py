@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from vlmkit.families.base import (
@@ -20,17 +21,38 @@ from vlmkit.families.base import (
     Family,
 )
 
-__all__ = ["Family", "all_families", "family_for", "guess_family"]
+__all__ = ["Family", "all_families", "family_for", "family_for_gguf_arch", "family_hook", "guess_family", "text_dir"]
 
 
-def _load(module_name: str) -> Family | None:
+def _module(module_name: str) -> Any:
     try:
-        module = importlib.import_module(f"vlmkit.families.{module_name}")
+        return importlib.import_module(f"vlmkit.families.{module_name}")
     except ModuleNotFoundError as error:
         if error.name == f"vlmkit.families.{module_name}":
             return None
         raise
-    return getattr(module, "FAMILY", None)
+
+
+def _load(module_name: str) -> Family | None:
+    return getattr(_module(module_name), "FAMILY", None)
+
+
+def family_hook(family: Family, name: str) -> Callable[..., Any] | None:
+    """The hook ``name`` that the family's module defines (``gguf_kv`` ...), None when it has none."""
+    return getattr(_module(family.name), name, None) if family.name.isidentifier() else None
+
+
+def family_for_gguf_arch(arch: str) -> Family | None:
+    """The language-model family whose GGUF export writes architecture ``arch`` ("gptneox")."""
+    return next((family for family in all_families() if family.gguf_arch == arch), None)
+
+
+def text_dir(model_dir: Path, family: Family) -> Path:
+    """The folder with the language model's own config / tokenizer: ``family.text_subdir`` when the
+    checkpoint has it (VILA-1.5's ``llm/``), else the model directory."""
+    if family.text_subdir and (Path(model_dir) / family.text_subdir).is_dir():
+        return Path(model_dir) / family.text_subdir
+    return Path(model_dir)
 
 
 def all_families() -> list[Family]:

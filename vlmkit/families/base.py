@@ -1,8 +1,10 @@
 """What a model family declares: its components, layer layout and the config fields worth showing.
 
-A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)``, plus the small
-hooks its declarations name (PaliGemma's big_vision weight map infers a config from shapes, writes a
-processor); generic code (inspect, convert, diff, quantize) reads these declarations.
+A family module (``vlmkit/families/<model_type>.py``) holds one ``FAMILY = Family(...)`` and, where
+data is not enough, small hooks found by name (``gguf_kv(writer, cfg, hp)``, ``gguf_fix_tensors(plan)``,
+see ``vlmkit.families.family_hook``) or named by its declarations (PaliGemma's big_vision weight map infers
+a config from shapes, writes a processor), like mlx-lm's ``sanitize()``. Generic code (inspect, convert,
+run, diff, quantize) reads these declarations and never tests a model_type itself.
 """
 
 from __future__ import annotations
@@ -73,12 +75,23 @@ class Family:
     # regex on the text family's tensor name -> name of a transform in vlmkit.gguf.transforms
     gguf_transforms: dict[str, str] = field(default_factory=dict)
     gguf_drop: dict[str, str] = field(default_factory=dict)  # regex -> why the tensor is not exported
+    gguf_runtime_note: str | None = None          # why llama.cpp's output may differ slightly (shown by --verify)
     # Tensor-name prefixes that identify the family when there is no config.json (big_vision .npz, GGUF).
     signature: tuple[str, ...] = ()
     # Other frameworks' layouts as reversible maps to the HF names (vlmkit.families.ops.WeightMap), by format
     weight_maps: dict[str, Any] = field(default_factory=dict)
     # transformers-5 in-memory name prefix -> the on-disk prefix the maps use ("model.language_model." ...)
     name_aliases: dict[str, str] = field(default_factory=dict)
+    # Folder holding the language model's own config.json / tokenizer (VILA-1.5: "llm"); None: the top level.
+    text_subdir: str | None = None
+    # Config fields the GGUF export reads; when one is missing transformers' config class fills the defaults.
+    # A tuple inside lists alternatives (any one will do); dotted names reach into sub-dicts.
+    config_required: tuple[str | tuple[str, ...], ...] = ()
+    # The processor writes the whole prompt itself (PaliGemma's prefix-LM: image tokens + BOS + text + "\n"),
+    # so no chat template or <image> placeholder is added around the text.
+    processor_builds_prompt: bool = False
+    # mmproj export (mtmd's LLaVA graph): vision tower model_type -> whether the tower has a CLS token
+    mmproj_towers: dict[str, bool] = field(default_factory=dict)
 
     def component_of(self, tensor_name: str) -> str:
         best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)
@@ -95,6 +108,11 @@ class Family:
 
     def text_cfg(self, config: dict[str, Any]) -> dict[str, Any]:
         return config.get(self.text_config, {}) if self.text_config else config
+
+    def has_required(self, config: dict[str, Any]) -> bool:
+        """Whether ``config`` sets every field of ``config_required`` (one of each tuple of alternatives)."""
+        return all(any(config_value(config, key) is not None for key in ((need,) if isinstance(need, str) else need))
+                   for need in self.config_required)
 
     def ties_active(self, config: dict[str, Any]) -> bool:
         """Whether ``tied`` applies: the flag is looked up in the text config, then the top level

@@ -15,6 +15,7 @@ FAMILY = Family(
     vision_config="vision_config",
     components=HF_VLM_COMPONENTS,
     tied=HF_VLM_TIED,
+    mmproj_towers={"siglip_vision_model": False, "clip_vision_model": True},   # tower -> has a CLS token
     # GGUF export: LM tensors renamed to the text family's own names (transformers 4 and 5 layouts)
     lm_prefixes={"language_model.": "", "model.language_model.": "model.", "lm_head.": "lm_head."},
     config_fields=(

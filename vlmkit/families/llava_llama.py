@@ -14,6 +14,7 @@ FAMILY = Family(
     text_config="llm_cfg",
     vision_config="vision_tower_cfg",
     custom_code=True,
+    text_subdir="llm",
     components={
         # VILA-1.5
         "llm.": LANGUAGE_MODEL,

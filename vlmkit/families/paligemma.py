@@ -256,6 +256,7 @@ FAMILY = Family(
         "llm/": LANGUAGE_MODEL,
     },
     signature=("params/img/", "params/llm/", "img/embedding/", "llm/embedder/"),
+    processor_builds_prompt=True,   # prefix-LM: the processor writes image tokens + BOS + text + "\n"
     tied=HF_VLM_TIED,
     buffers=(r"position_ids$", r"\.rotary_emb\.inv_freq$", r"embed_scale$"),
     weight_maps={"big_vision": BIG_VISION},

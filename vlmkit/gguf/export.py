@@ -8,14 +8,12 @@ from typing import Any
 
 import gguf
 
-from vlmkit.gguf.hparams import HPARAMS
-from vlmkit.gguf.lm import FLOAT_TYPES, LmPlan, plan_lm
-from vlmkit.gguf.source import TensorSource
+from vlmkit.constants import output_type
+from vlmkit.families import family_hook
+from vlmkit.gguf.lm import LmPlan, plan_lm
 from vlmkit.gguf.tokenizer import VocabInfo, add_vocab
 from vlmkit.gguf.writer import write_gguf
-
-_FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+from vlmkit.readers import Checkpoint
 
 
 @dataclass
@@ -28,9 +26,9 @@ class LmExport:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def lossless_float(source: TensorSource) -> str:
+def lossless_float(source: Checkpoint) -> str:
     """The float type that holds every source tensor exactly (input of llama.cpp's quantizer)."""
-    dtypes = {t.dtype for t in source.tensors.values()}
+    dtypes = {t.dtype for t in source.infos.values()}
     if dtypes <= {"F16"}:
         return "f16"
     if dtypes <= {"BF16"}:
@@ -44,17 +42,18 @@ stamps differ (an mmproj left over from another conversion feeds the wrong embed
 
 
 def write_lm_gguf(model_dir: Path, config: dict[str, Any], out: Path, dtype: str,
-                  source: TensorSource | None = None, conversion_id: str | None = None) -> LmExport:
-    source = source or TensorSource(model_dir)
-    plan: LmPlan = plan_lm(model_dir, config, source, FLOAT_TYPES[dtype])
+                  source: Checkpoint, conversion_id: str | None = None) -> LmExport:
+    """Write the float (f32 / f16 / bf16) language-model GGUF from ``source``, the validated checkpoint."""
+    kind = output_type(dtype)
+    plan: LmPlan = plan_lm(model_dir, config, source, kind.ggml_type)
     result = LmExport(plan.arch, plan.family.name, len(plan.tensors), plan.dropped, config=plan.config)
 
     def add_kv(writer: gguf.GGUFWriter) -> None:
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name(Path(model_dir).resolve().name)
-        writer.add_file_type(_FILE_TYPES[dtype])
+        writer.add_file_type(kind.llama_file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        HPARAMS[plan.arch].add_kv(writer, plan.config, plan.hp)
+        family_hook(plan.text_family, "gguf_kv")(writer, plan.config, plan.hp)
         result.vocab = add_vocab(writer, Path(model_dir), plan.hp["vocab_size"])
         if conversion_id:
             writer.add_string(KEY_CONVERSION_ID, conversion_id)

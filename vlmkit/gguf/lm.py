@@ -12,18 +12,16 @@ from typing import Any
 import gguf
 import numpy as np
 
+from vlmkit.constants import ggml_nbytes
 from vlmkit.errors import UnsupportedError, VlmkitError
-from vlmkit.families import family_for
+from vlmkit.families import family_for, family_hook
 from vlmkit.families.base import PROJECTOR, VISION_TOWER, Family
-from vlmkit.gguf.hparams import HPARAMS, base_hparams, text_config
-from vlmkit.gguf.source import TensorSource, iter_row_blocks
+from vlmkit.gguf.hparams import base_hparams, text_config
 from vlmkit.gguf.transforms import TRANSFORMS
 from vlmkit.gguf.writer import LazyTensor
+from vlmkit.readers import Checkpoint
 
 GT = gguf.GGMLQuantizationType
-FLOAT_TYPES = {"f32": GT.F32, "f16": GT.F16, "bf16": GT.BF16}
-_SOURCE_DTYPE = {GT.F32: "F32", GT.F16: "F16", GT.BF16: "BF16"}
-_BYTES = {GT.F32: 4, GT.F16: 2, GT.BF16: 2}
 MMPROJ_REASON = "vision tower / projector: written to mmproj.gguf"
 BUFFER_REASON = "saved buffer, not a parameter (llama.cpp recomputes it)"
 
@@ -52,7 +50,7 @@ def resolve_families(model_dir: Path, config: dict[str, Any], names: list[str]) 
     return family, text_family, text_cfg
 
 
-def plan_lm(model_dir: Path, config: dict[str, Any], source: TensorSource, dtype: GT) -> LmPlan:
+def plan_lm(model_dir: Path, config: dict[str, Any], source: Checkpoint, dtype: GT) -> LmPlan:
     family, text_family, text_cfg = resolve_families(model_dir, config, source.names())
     arch = text_family.gguf_arch
     hp = base_hparams(text_cfg)
@@ -73,7 +71,9 @@ def plan_lm(model_dir: Path, config: dict[str, Any], source: TensorSource, dtype
     if unmapped:
         shown = ", ".join(unmapped[:8]) + (f" ... (+{len(unmapped) - 8})" if len(unmapped) > 8 else "")
         raise VlmkitError(model_dir, f"{len(unmapped)} tensor(s) have no GGUF mapping for {family.name}: {shown}")
-    HPARAMS[arch].fix_tensors(plan, source, dtype)
+    fix_tensors = family_hook(text_family, "gguf_fix_tensors")
+    if fix_tensors is not None:
+        fix_tensors(plan)
     return plan
 
 
@@ -110,17 +110,17 @@ def out_type(gguf_name: str, ndim: int, want: GT) -> GT:
     return GT.F32 if ndim <= 1 or gguf_name.endswith("_norm.weight") else want
 
 
-def _lazy(source: TensorSource, name: str, gguf_name: str, transform: str | None,
+def _lazy(source: Checkpoint, name: str, gguf_name: str, transform: str | None,
           hp: dict[str, Any], want: GT) -> LazyTensor:
-    src = source.tensors[name]
+    src = source.infos[name]
     gtype = out_type(gguf_name, len(src.shape), want)
-    nbytes = int(np.prod(src.shape, dtype=np.int64)) * _BYTES[gtype]
-    if transform is None and _SOURCE_DTYPE[gtype] == src.dtype:
+    nbytes = ggml_nbytes(gtype, src.numel)
+    if transform is None and gtype.name == src.dtype:
         def write(f):
             source.copy_into(name, f)
     elif transform is None:
         def write(f):
-            for block in iter_row_blocks(source, name):
+            for block in source.iter_rows(name):
                 cast(block, gtype).tofile(f)
     else:
         def write(f):

@@ -2,11 +2,11 @@
 
 Public API::
 
-    write_mmproj(model_dir: Path, config: dict, checkpoint: TensorSource | None, out_path: Path,
+    write_mmproj(model_dir: Path, config: dict, checkpoint: Checkpoint | None, out_path: Path,
                  dtype: str = "f32") -> MmprojResult
 
 ``config`` is the model's ``config.json`` (a LLaVA config: SigLIP or CLIP ``vision_config``, MLP projector);
-``checkpoint`` the ``vlmkit.gguf.source.TensorSource`` that convert() already holds (None: opened here);
+``checkpoint`` the validated ``vlmkit.readers.Checkpoint`` that convert() already holds (None: opened here);
 ``dtype`` one of f32 / f16 / bf16 for the matmul weights (``mmproj_dtype(lm_dtype)`` picks it for a
 quantized language model: mmproj stays f16, as llama.cpp ships them). The file appears atomically.
 
@@ -57,15 +57,15 @@ from typing import Any
 import gguf
 import numpy as np
 
+from vlmkit.constants import FLOAT_TYPES, ggml_nbytes, output_type
 from vlmkit.errors import CheckpointError, UnsupportedError, VlmkitError
+from vlmkit.families import family_for
 from vlmkit.readers.base import one_line
 
 GT = gguf.GGMLQuantizationType
 T = gguf.MODEL_TENSOR
-FLOAT_TYPES = {"f32": GT.F32, "f16": GT.F16, "bf16": GT.BF16}
 FILE_TYPES = {GT.F32: gguf.LlamaFileType.ALL_F32, GT.F16: gguf.LlamaFileType.MOSTLY_F16,
               GT.BF16: gguf.LlamaFileType.MOSTLY_BF16}
-_BYTES = {GT.F32: 4, GT.F16: 2, GT.BF16: 2}
 
 # Keys gguf-py 0.19 has no constant for (values from tools/mtmd/clip-impl.h).
 KEY_FEATURE_LAYERS = "clip.vision.feature_layer"      # KEY_FEATURE_LAYERS
@@ -78,7 +78,6 @@ KEY_IMAGE_PROCESSOR = "vlmkit.mmproj.image_processor"  # ours: the checkpoint's 
 TOWER_PREFIXES = ("model.vision_tower.vision_model.", "model.vision_tower.",
                   "vision_tower.vision_model.", "vision_tower.")
 PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
-TOWER_TYPES = ("siglip_vision_model", "clip_vision_model")
 
 # tower-relative HF name -> gguf-py tensor ({bid} from the match; "kind" is weight / bias)
 _LAYER = r"encoder\.layers\.(?P<bid>\d+)\."
@@ -137,23 +136,23 @@ def mmproj_dtype(lm_dtype: str) -> str:
 
 def is_llava_vision(config: dict[str, Any]) -> bool:
     """Whether ``config`` is a LLaVA whose vision side ``write_mmproj`` handles."""
-    return config.get("model_type") == "llava" and \
-        (config.get("vision_config") or {}).get("model_type") in TOWER_TYPES
+    towers = family_for(config)[0].mmproj_towers
+    return (config.get("vision_config") or {}).get("model_type") in towers
 
 
 def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_path: Path | None = None,
                  dtype: str = "f32", conversion_id: str | None = None) -> MmprojResult:
     """Write ``out_path`` (default ``model_dir/mmproj.gguf``) atomically; see the module docstring."""
-    from vlmkit.gguf.source import TensorSource
+    from vlmkit.readers import open_checkpoint
 
     model_dir = Path(model_dir)
     out_path = Path(out_path) if out_path is not None else model_dir / "mmproj.gguf"
     if dtype not in FLOAT_TYPES:
         raise UnsupportedError(out_path, f"mmproj dtype {dtype!r}: use one of {', '.join(FLOAT_TYPES)}")
-    source = checkpoint if checkpoint is not None else TensorSource(model_dir)
+    source = checkpoint if checkpoint is not None else open_checkpoint(model_dir)
     hp = vision_hparams(model_dir, config)
-    tensors, dropped = plan_tensors(model_dir, hp, source, FLOAT_TYPES[dtype])
-    metadata = _metadata(hp, FLOAT_TYPES[dtype], model_dir.name)
+    tensors, dropped = plan_tensors(model_dir, hp, source, output_type(dtype).ggml_type)
+    metadata = _metadata(hp, output_type(dtype).ggml_type, model_dir.name)
     if conversion_id:
         from vlmkit.gguf.export import KEY_CONVERSION_ID
 
@@ -169,10 +168,11 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     image processor files. Raises UnsupportedError for what mtmd's llava graph cannot reproduce."""
     full = _full_config(model_dir, config)
     vis, text = full["vision_config"], full["text_config"]
-    if vis.get("model_type") not in TOWER_TYPES:
+    towers = family_for(config)[0].mmproj_towers
+    if vis.get("model_type") not in towers:
         raise UnsupportedError(model_dir, f"mmproj: vision tower {vis.get('model_type')!r} "
-                                          f"(supported: {', '.join(TOWER_TYPES)})")
-    has_cls = vis["model_type"] == "clip_vision_model"
+                                          f"(supported: {', '.join(towers) or 'none for this family'})")
+    has_cls = towers[vis["model_type"]]
     n_layer = vis["num_hidden_layers"]
     layers = feature_layers(model_dir, full["vision_feature_layer"], n_layer)
     image_size, patch_size = _square(model_dir, vis["image_size"]), _square(model_dir, vis["patch_size"])
@@ -421,11 +421,11 @@ def _out_type(gguf_name: str, ndim: int, want: GT, source_dtype: str) -> GT:
 
 
 def _tensor(source, name: str, gguf_name: str, hp: dict[str, Any], want: GT) -> _Tensor:
-    shape = tuple(source.tensors[name].shape)
+    shape = tuple(source.infos[name].shape)
     produce = lambda: np.asarray(source.read(name), dtype=np.float32)  # noqa: E731
     if gguf_name.startswith("v.position_embd") and hp["has_cls"]:
         produce = _cls_last(produce)
-    gtype = _out_type(gguf_name, len(shape), want, source.tensors[name].dtype)
+    gtype = _out_type(gguf_name, len(shape), want, source.infos[name].dtype)
     return _Tensor(gguf_name, shape, gtype, produce, name)
 
 
@@ -484,7 +484,7 @@ def _write_atomic(out_path: Path, metadata: dict[str, Any], tensors: list[_Tenso
 
 
 def _nbytes(t: _Tensor) -> int:
-    return int(np.prod(t.shape, dtype=np.int64)) * _BYTES[t.gtype]
+    return ggml_nbytes(t.gtype, int(np.prod(t.shape, dtype=np.int64)))
 
 
 def _writer(t: _Tensor) -> Callable:

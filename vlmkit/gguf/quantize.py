@@ -8,23 +8,14 @@ import ctypes
 import os
 from pathlib import Path
 
+from vlmkit.constants import output_type
 from vlmkit.errors import VlmkitError
 from vlmkit.gguf.llamacpp import llama_cpp_quiet, quiet_fds
-
-# --dtype name -> llama_ftype constant name in llama_cpp
-QUANT_FTYPES = {
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
-}
-
 
 def quantize(src: Path, dst: Path, dtype: str, threads: int | None = None, verbose: bool = False) -> None:
     llama_cpp = llama_cpp_quiet(verbose)
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANT_FTYPES[dtype])
+    params.ftype = getattr(llama_cpp, output_type(dtype).llama_ftype)
     params.nthread = threads or os.cpu_count() or 1
     with quiet_fds(verbose):
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))

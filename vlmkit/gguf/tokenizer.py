@@ -44,8 +44,13 @@ class VocabInfo:
 
 
 def tokenizer_dir(model_dir: Path) -> Path:
-    """Where the tokenizer files are (VILA-1.5 keeps them in ``llm/``)."""
-    for d in (model_dir, model_dir / "llm"):
+    """Where the tokenizer files are: the model directory, else the family's ``text_subdir`` (VILA-1.5's
+    ``llm/``)."""
+    from vlmkit.families import family_for, text_dir
+    from vlmkit.readers.model_files import read_config
+
+    family, _ = family_for(read_config(model_dir) or {})
+    for d in dict.fromkeys((model_dir, text_dir(model_dir, family))):
         if (d / "tokenizer.json").exists() or (d / "tokenizer.model").exists():
             return d
     raise UnsupportedError(model_dir, "no tokenizer.json or tokenizer.model found")

@@ -120,8 +120,10 @@ def _explain(report: VerifyReport, arch: str) -> None:
     if report.greedy_identical:
         return
     if report.teacher_ok:
-        cause = "ggml evaluates GELU through an fp16 lookup table on CPU" if arch == "gptneox" else \
-            "a llama.cpp runtime approximation"
+        from vlmkit.families import family_for_gguf_arch
+
+        family = family_for_gguf_arch(arch)
+        cause = (family and family.gguf_runtime_note) or "a llama.cpp runtime approximation"
         report.notes.append(
             f"greedy tokens differ, but teacher-forced statistics (mean KLD {report.teacher.mean_kld:.2e} <= "
             f"{MAX_MEAN_KLD:g}, same top-1 {report.teacher.same_top1:.2%}) show the conversion is exact: "
@@ -215,9 +217,12 @@ def reference_dir(model_dir: Path) -> Path:
     that transformers cannot build (VILA-1.5's ``llava_llama``) its language model folder ``llm/``."""
     from transformers import CONFIG_MAPPING
 
-    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
-    if model_type not in CONFIG_MAPPING and (model_dir / "llm" / "config.json").exists():
-        return model_dir / "llm"
+    from vlmkit.families import family_for, text_dir
+
+    config = json.loads((model_dir / "config.json").read_text())
+    model_type, text = config.get("model_type"), text_dir(model_dir, family_for(config)[0])
+    if model_type not in CONFIG_MAPPING and (text / "config.json").exists():
+        return text
     if model_type not in CONFIG_MAPPING:
         from vlmkit.errors import UnsupportedError
 

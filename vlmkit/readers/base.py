@@ -6,9 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+from vlmkit.readers import stream
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +22,9 @@ class TensorInfo:
 
     ``dtype`` is a canonical upper-case name: the safetensors names (F32, F16, BF16, I64, U8, ...)
     for unquantized tensors, the GGML type name (Q8_0, Q4_K, ...) for quantized GGUF tensors.
-    ``shape`` is in PyTorch order (outermost first), also for GGUF tensors.
+    ``shape`` is in PyTorch order (outermost first), also for GGUF tensors. ``offset`` is where the
+    raw little-endian data starts in ``file`` when it lies there contiguous and validated
+    (safetensors), so it can be streamed (``vlmkit.readers.stream``); None otherwise.
     """
 
     name: str
@@ -28,6 +32,7 @@ class TensorInfo:
     dtype: str
     nbytes: int
     file: Path
+    offset: int | None = None
 
     @property
     def numel(self) -> int:
@@ -67,6 +72,34 @@ class Checkpoint(ABC):
     def load_all(self) -> Mapping[str, torch.Tensor]:
         return {name: self.load(name) for name in self.infos}
 
+    # --- streaming, for writers (convert, quantize): plain reads, no memory map kept ---
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def read(self, name: str) -> np.ndarray:
+        """One tensor as a fresh numpy array in its own dtype (bf16 through ml_dtypes)."""
+        info = self.infos[name]
+        if info.offset is not None:
+            return stream.read_array(info)
+        return _to_numpy(self.load(name))
+
+    def iter_rows(self, name: str, max_bytes: int = stream.ROW_BLOCK_BYTES) -> Iterator[np.ndarray]:
+        """The tensor in blocks of whole rows, each at most ~``max_bytes`` (one block for 0-/1-D)."""
+        info = self.infos[name]
+        if info.offset is None or len(info.shape) < 2:
+            yield self.read(name)
+            return
+        yield from stream.iter_row_blocks(info, max_bytes)
+
+    def copy_into(self, name: str, fout: BinaryIO) -> None:
+        """Append the tensor's raw bytes to ``fout`` (file-to-file in the kernel where possible)."""
+        info = self.infos[name]
+        if info.offset is not None:
+            stream.copy_into(info, fout)
+        else:
+            self.read(name).tofile(fout)
+
     def close(self) -> None:  # readers holding file handles override this
         pass
 
@@ -75,6 +108,16 @@ class Checkpoint(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    import torch
+
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.contiguous().numpy()
 
 
 def one_line(error: BaseException) -> str:

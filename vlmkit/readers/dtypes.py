@@ -1,4 +1,4 @@
-"""Canonical dtype names shared by every reader: the safetensors spellings (F32, BF16, I64 ...).
+"""Library dtypes (torch, numpy) -> the one spelling of ``vlmkit.constants`` (F32, BF16, I64 ...).
 
 GGUF tensors use the GGML type name instead (Q8_0, Q4_K ...), see ``gguf_reader``.
 """
@@ -8,15 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-# Bits per element of every dtype safetensors knows (safetensors/src/tensor.rs, ``Dtype``).
-SAFETENSORS_BITS: dict[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-}
 
 _TORCH_NAMES = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",

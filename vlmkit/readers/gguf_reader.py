@@ -3,7 +3,8 @@
 Two things are done here on top of the reader: shapes are turned into PyTorch order (GGUF stores
 ``ne``, innermost dimension first), and a damaged file is reported in one line. gguf-py fails on
 those with whatever numpy raises first (``cannot reshape array of size 12 into shape (4,8)``),
-so the magic and size are checked before it runs, and its error is kept only as the detail.
+so the magic, size and every count in the header (``gguf_layout``: gguf-py loops without end on an
+array length past the file) are checked before it runs, and its error is kept only as the detail.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from vlmkit.errors import CheckpointError
 from vlmkit.readers.base import Checkpoint, TensorInfo, one_line
+from vlmkit.readers.gguf_layout import check_layout
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +72,14 @@ def _value(field: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
+def _check_counts(path: Path) -> None:
+    """Every count and length in the KV / tensor-info sections fits in the file (see gguf_layout)."""
+    import mmap
+
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        check_layout(path, data)  # type: ignore[arg-type]
+
+
 def open_gguf(path: Path) -> GGUFCheckpoint:
     from gguf import GGUFReader
 
@@ -80,6 +90,7 @@ def open_gguf(path: Path) -> GGUFCheckpoint:
         raise CheckpointError(path, f"bad magic {magic!r}, expected b'GGUF': not a GGUF file")
     if size < _MIN_SIZE:
         raise CheckpointError(path, f"file truncated: {size} bytes, shorter than a GGUF header")
+    _check_counts(path)
     try:
         reader = GGUFReader(path, "r")
         return GGUFCheckpoint(path, reader)

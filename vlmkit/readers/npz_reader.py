@@ -38,9 +38,9 @@ class NpzCheckpoint(Checkpoint):
         import torch
 
         info = self.infos[name]
-        if self._npz is None:
-            self._npz = np.load(self._file, allow_pickle=False)
         try:
+            if self._npz is None:
+                self._npz = np.load(self._file, allow_pickle=False)
             array = self._npz[name]
         except Exception as error:  # zlib / zipfile errors for a damaged member
             raise CheckpointError(self._file, f"cannot read array '{name}': {one_line(error)}") from None
@@ -63,7 +63,9 @@ def open_npz(path: Path) -> NpzCheckpoint:
                 if member.filename.endswith(".npy"):
                     info = _member_info(path, archive, member)
                     infos[info.name] = info
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+    except CheckpointError:
+        raise
+    except Exception as error:  # zipfile: BadZipFile, EOFError, encrypted / unsupported members, zlib errors
         raise CheckpointError(path, f"not a readable .npz (zip) archive, truncated or corrupt: "
                                     f"{one_line(error)}") from None
     return NpzCheckpoint(path, infos)

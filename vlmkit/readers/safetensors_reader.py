@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.constants import DTYPE_BITS
 from vlmkit.errors import CheckpointError
 from vlmkit.readers.base import Checkpoint, TensorInfo, one_line
-from vlmkit.readers.dtypes import SAFETENSORS_BITS
 from vlmkit.readers.index import ShardIndex, check_keys_present, read_index
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ class SafetensorsHeader:
     metadata: dict[str, str]
 
     def infos(self) -> dict[str, TensorInfo]:
-        return {e.name: TensorInfo(e.name, e.shape, e.dtype, e.end - e.begin, self.path) for e in self.entries}
+        data = 8 + self.header_size
+        return {e.name: TensorInfo(e.name, e.shape, e.dtype, e.end - e.begin, self.path, data + e.begin)
+                for e in self.entries}
 
 
 def read_header(path: Path) -> SafetensorsHeader:
@@ -96,14 +98,14 @@ def _entry(path: Path, name: str, value: Any) -> _Entry:
     if not isinstance(value, dict):
         raise CheckpointError(path, f"tensor '{name}': header entry is not an object")
     dtype, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
-    if dtype not in SAFETENSORS_BITS:
+    if dtype not in DTYPE_BITS:
         raise CheckpointError(path, f"tensor '{name}': unknown dtype {dtype!r}")
     if not _ints(shape):
         raise CheckpointError(path, f"tensor '{name}': shape {shape!r} is not a list of non-negative integers")
     if not _ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
         raise CheckpointError(path, f"tensor '{name}': data_offsets {offsets!r} are not [begin, end] with begin <= end")
     entry = _Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
-    bits = math.prod(shape) * SAFETENSORS_BITS[dtype]   # exact: Python ints do not overflow
+    bits = math.prod(shape) * DTYPE_BITS[dtype]   # exact: Python ints do not overflow
     if bits % 8 or bits // 8 != entry.end - entry.begin:
         raise CheckpointError(path, f"tensor '{name}': {dtype} {list(shape)} needs {bits / 8:g} bytes but "
                                     f"data_offsets [{entry.begin}, {entry.end}) hold {entry.end - entry.begin}")

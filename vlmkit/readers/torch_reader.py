@@ -67,8 +67,11 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 def _check_container(path: Path) -> None:
     with open(path, "rb") as file:
         head = file.read(4)
-    if zipfile.is_zipfile(path):
-        return
+    try:
+        if zipfile.is_zipfile(path):
+            return
+    except zipfile.BadZipFile as error:   # is_zipfile lets some damaged end records through as errors
+        raise CheckpointError(path, f"zip archive is corrupt: {one_line(error)}") from None
     if head.startswith(_PICKLE_PROTOCOL_2):
         raise CheckpointError(path, "legacy (pre-1.6, non-zip) torch.save format cannot be read safely "
                                     "with mmap; re-save it with a current torch or as safetensors")

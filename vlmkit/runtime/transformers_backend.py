@@ -15,16 +15,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmkit.constants import NUMPY_DTYPES, float_dtype
 from vlmkit.errors import UnsupportedError, VlmkitError, error_summary
+from vlmkit.families import family_for
 from vlmkit.logs import quiet_transformers
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render, template_errors
 
-# Model types whose processor builds the whole prompt itself (image tokens + BOS + text + "\n" for
-# PaliGemma): a chat template or an <image> placeholder in the text would double them.
-PROCESSOR_BUILDS_PROMPT = {"paligemma"}
-DTYPES = {"f32": "float32", "fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "f16": "float16", "fp16": "float16", "float16": "float16", "auto": "auto"}
 
 
 def pick_device(device: str) -> str:
@@ -42,10 +39,9 @@ def pick_device(device: str) -> str:
 def pick_dtype(dtype: str | None) -> Any:
     import torch
 
-    name = DTYPES.get((dtype or "auto").lower())
-    if name is None:
-        raise VlmkitError(None, f"unknown dtype {dtype!r} (use {', '.join(sorted(DTYPES))})")
-    return name if name == "auto" else getattr(torch, name)
+    if dtype is None or dtype.lower() == "auto":
+        return "auto"
+    return getattr(torch, NUMPY_DTYPES[float_dtype(dtype)])   # the same names as numpy's: float32, bfloat16 ...
 
 
 def model_class(path: Path) -> tuple[Any, bool]:
@@ -109,7 +105,8 @@ class TransformersBackend:
         self.processor = self._load_processor()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.model = auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
-        self.raw_prompt = self.model.config.model_type in PROCESSOR_BUILDS_PROMPT
+        # a processor that builds the whole prompt (PaliGemma): a template or <image> would double its tokens
+        self.raw_prompt = family_for(self.model.config.to_dict())[0].processor_builds_prompt
         text_config = self.model.config.get_text_config()
         self.n_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 20)
 

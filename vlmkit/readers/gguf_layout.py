@@ -1,0 +1,91 @@
+"""Walk a GGUF file's KV and tensor-info sections before gguf-py parses them.
+
+Written by hand because gguf-py's ``GGUFReader`` trusts the counts it reads: an array whose length
+field says 2**62 makes it loop, appending one empty numpy view per element past the end of the file,
+until the process runs out of memory (seen with a 1.6 kB file). Here every count and length is
+checked against the bytes that remain before anything is allocated for it, so a lying file costs at
+most its own size. The layout is gguf-py's ``GGUFReader`` / llama.cpp's ``gguf.cpp``: little-endian,
+u64 lengths and counts, strings as (u64 length, bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from vlmkit.errors import CheckpointError
+
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # GGUFValueType
+_STRING, _ARRAY = 8, 9
+_MAX_DIMS = 4          # GGML_MAX_DIMS
+_MAX_DEPTH = 4         # arrays of arrays nest at most this deep
+
+
+class _Cursor:
+    def __init__(self, path: Path, data: bytes):
+        self.path, self.data, self.pos = path, data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise CheckpointError(self.path, f"{what} runs past the end of the file at byte {self.pos} "
+                                             f"({len(self.data)} bytes; truncated or corrupt GGUF)")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u32(self, what: str) -> int:
+        return struct.unpack("<I", self.take(4, what))[0]
+
+    def u64(self, what: str) -> int:
+        return struct.unpack("<Q", self.take(8, what))[0]
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def string(self, what: str) -> bytes:
+        return self.take(self.u64(f"{what} length"), what)
+
+
+def check_layout(path: Path, data: bytes) -> None:
+    """Raise a one-line CheckpointError unless every count in ``data`` (the whole file) fits in it."""
+    cursor = _Cursor(path, data)
+    cursor.take(4, "magic")
+    version = cursor.u32("version")
+    if version not in (2, 3):
+        raise CheckpointError(path, f"GGUF version {version} is not supported (2 or 3)")
+    n_tensors, n_kv = cursor.u64("tensor count"), cursor.u64("KV count")
+    _check_count(cursor, n_kv, 13, "KV count")          # key length 8 + 1 byte + type 4
+    for index in range(n_kv):
+        key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
+        _skip_value(cursor, cursor.u32(f"KV '{key}' type"), f"KV '{key}'", 0)
+    _check_count(cursor, n_tensors, 24, "tensor count")   # name length 8 + n_dims 4 + type 4 + offset 8
+    for index in range(n_tensors):
+        name = cursor.string(f"tensor #{index} name").decode("utf-8", "replace")
+        n_dims = cursor.u32(f"tensor '{name}' dimension count")
+        if n_dims > _MAX_DIMS:
+            raise CheckpointError(path, f"tensor '{name}' has {n_dims} dimensions (GGUF allows {_MAX_DIMS})")
+        cursor.take(8 * n_dims + 4 + 8, f"tensor '{name}' info")
+
+
+def _check_count(cursor: _Cursor, count: int, min_bytes: int, what: str) -> None:
+    if count * min_bytes > cursor.remaining():
+        raise CheckpointError(cursor.path, f"{what} {count} cannot fit in the {cursor.remaining()} bytes left "
+                                           "(corrupt GGUF)")
+
+
+def _skip_value(cursor: _Cursor, vtype: int, what: str, depth: int) -> None:
+    if vtype in _SCALAR_BYTES:
+        cursor.take(_SCALAR_BYTES[vtype], what)
+    elif vtype == _STRING:
+        cursor.string(what)
+    elif vtype == _ARRAY and depth < _MAX_DEPTH:
+        item_type, count = cursor.u32(f"{what} item type"), cursor.u64(f"{what} length")
+        if item_type in _SCALAR_BYTES:
+            _check_count(cursor, count, _SCALAR_BYTES[item_type], f"{what}: array length")
+            cursor.take(count * _SCALAR_BYTES[item_type], what)
+            return
+        _check_count(cursor, count, 8 if item_type == _STRING else 12, f"{what}: array length")
+        for _ in range(count):
+            _skip_value(cursor, item_type, what, depth + 1)
+    else:
+        raise CheckpointError(cursor.path, f"{what} has unknown value type {vtype} (corrupt GGUF)")
