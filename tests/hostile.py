@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-ALL_VERBS = frozenset({"inspect", "convert", "run"})
+ALL_VERBS = frozenset({"inspect", "convert", "run", "diff"})
 CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
           "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 8,
           "max_position_embeddings": 32}

@@ -22,6 +22,7 @@ MODEL_VERBS = {
     ("convert",): ["--out", "unused-out"],
     ("run",): ["--prompt", "hi"],
     ("demo", "score"): [],
+    ("diff",): ["./unused-b"],      # A is the hub id; B is never reached
 }
 
 

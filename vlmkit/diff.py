@@ -90,13 +90,15 @@ class DiffReport:
         }
 
 
-def diff_checkpoints(a: str | Path, b: str | Path, *, tolerance: float = 0.0, progress: bool = False) -> DiffReport:
+def diff_checkpoints(a: str | Path, b: str | Path, *, tolerance: float = 0.0, progress: bool = False,
+                     download: bool = False) -> DiffReport:
     """Compare checkpoint ``b`` with ``a`` (HF folder, big_vision npz, GGUF, or a LoRA adapter folder
-    of ``a``). ``tolerance``: a relative change at or below it counts as unchanged."""
+    of ``a``). ``tolerance``: a relative change at or below it counts as unchanged; ``download``: fetch
+    hub ids missing from the local cache."""
     start = time.perf_counter()
-    left = open_side(a)
+    left = open_side(a, download=download)
     try:
-        right = open_side(b, other=left)
+        right = open_side(b, other=left, download=download)
     except BaseException:
         left.close()
         raise

@@ -54,12 +54,12 @@ class Side:
         self.checkpoint.close()
 
 
-def open_side(model: str | Path, other: Side | None = None) -> Side:
+def open_side(model: str | Path, other: Side | None = None, download: bool = False) -> Side:
     """Open MODEL as a side; a GGUF or a LoRA adapter is read against ``other`` (its HF source / base)."""
     from vlmkit.hub import resolve_model
     from vlmkit.inspect import read_config
 
-    path = resolve_model(model)
+    path = resolve_model(model, download=download)
     if path.is_dir() and (path / ADAPTER_CONFIG).is_file():
         if other is None or other.kind != "hf":
             raise UnsupportedError(path, "a LoRA adapter is compared with its base model: pass the base (HF) first")

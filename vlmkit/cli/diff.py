@@ -26,6 +26,7 @@ def diff_command(
     plot: Annotated[Optional[Path], typer.Option(help="Write the layer × module heatmap (PNG).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report.")] = None,
     top: Annotated[int, typer.Option(help="Changed tensors listed (largest relative change first).")] = 20,
+    download: Annotated[bool, typer.Option(help="Fetch hub ids that are not in the local HF cache.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """What changed from A to B: per tensor (unchanged / changed / added / removed / reshaped), relative
@@ -34,7 +35,8 @@ def diff_command(
 
     from vlmkit.diff import diff_checkpoints
 
-    result = diff_checkpoints(a, b, tolerance=tolerance, progress=sys.stderr.isatty() and not as_json)
+    result = diff_checkpoints(a, b, tolerance=tolerance, progress=sys.stderr.isatty() and not as_json,
+                              download=download)
     if plot is not None or report is not None:
         from vlmkit.diff_report import write_html, write_plot
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmkit.readers.dtypes import SAFETENSORS_BITS, numpy_dtype_name
+from vlmkit.constants import DTYPE_BITS
+from vlmkit.readers.dtypes import numpy_dtype_name
 
 
 def write_safetensors(path: Path, plan: list[tuple[str, tuple[int, ...], str]],
@@ -24,7 +25,7 @@ def write_safetensors(path: Path, plan: list[tuple[str, tuple[int, ...], str]],
     header: dict[str, object] = {"__metadata__": {"format": "pt", **(metadata or {})}}
     offset = 0
     for name, shape, dtype in plan:
-        size = int(np.prod(shape, dtype=np.int64)) * SAFETENSORS_BITS[dtype] // 8
+        size = int(np.prod(shape, dtype=np.int64)) * DTYPE_BITS[dtype] // 8
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
