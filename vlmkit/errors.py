@@ -6,7 +6,11 @@ The CLI prints ``str(error)`` and exits non-zero without a traceback; library ca
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+# A write that failed for lack of space (a full disk, a quota, a file-size limit): the output's fault.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class VlmkitError(Exception):

@@ -8,7 +8,6 @@ writing next to it removes it.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -19,9 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vlmkit.errors import VlmkitError
-
-_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+from vlmkit.errors import DISK_FULL_ERRNOS, VlmkitError
 
 
 class Interrupted(VlmkitError):
@@ -143,7 +140,7 @@ def _faults_in_one_line(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.errno not in _DISK_FULL:
+        if error.errno not in DISK_FULL_ERRNOS:
             raise
         raise VlmkitError(out, f"{os.strerror(error.errno)} while writing; nothing was written") from None
     finally:

@@ -1,8 +1,11 @@
 """Lazy checkpoint readers behind one API: ``open_checkpoint(path) -> Checkpoint``.
 
 Opening reads only what describes the tensors (headers, the pickle's tensor table, GGUF KV and
-tensor infos); ``Checkpoint.load(name)`` reads one tensor's data. Every fault in a file is a
-one-line ``CheckpointError`` naming the file.
+tensor infos) and validates it; ``Checkpoint.load(name)`` reads one tensor's data as torch, and the
+streaming calls writers use (``read`` / ``iter_rows`` / ``copy_into``: plain reads, no memory map kept)
+give numpy arrays, row blocks and byte-range copies. Every consumer (inspect, convert, run, diff)
+takes its ``Checkpoint`` from here, so every verb refuses the same bad input the same way: one-line
+``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ any other goes through its reader's ``load``.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from vlmkit.constants import numpy_dtype
-from vlmkit.errors import CheckpointError
+from vlmkit.errors import DISK_FULL_ERRNOS, CheckpointError
 
 if TYPE_CHECKING:
     from vlmkit.readers.base import TensorInfo
@@ -73,13 +72,10 @@ def _copy_range(info: TensorInfo, src: int, src_off: int, dst: int, dst_off: int
         try:
             done = os.copy_file_range(src, dst, min(n, _COPY_CHUNK), src_off, dst_off)
         except OSError as error:  # cross-device on old kernels, unsupported filesystems: plain reads
-            if error.errno in _DISK_ERRNOS:
+            if error.errno in DISK_FULL_ERRNOS:   # the output's fault, not the copy method's: never retried
                 raise
             done = os.pwrite(dst, os.pread(src, min(n, _READ_CHUNK), src_off), dst_off)
         if done <= 0:
             raise CheckpointError(info.file, f"tensor '{info.name}' ends early: the file shrank after it was opened")
         src_off, dst_off, n = src_off + done, dst_off + done, n - done
 
-
-# A full disk or a file-size limit is the output's fault, not the copy method's: never retried.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
