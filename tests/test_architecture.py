@@ -18,7 +18,7 @@ def family_names() -> set[str]:
     ("gguf", the family of llama.cpp's own tensor names, is also the format's name: not counted)."""
     names: set[str] = set()
     for family in all_families():
-        names |= {family.name, *family.model_types, *family.mmproj_towers}
+        names |= {family.name, *family.model_types, *(family.mmproj.towers if family.mmproj else ())}
         names |= {family.gguf_arch} if family.gguf_arch else set()
     return names - {"gguf"}
 

@@ -51,6 +51,21 @@ HF_VLM_TIED = {
 
 
 @dataclass(frozen=True)
+class MmprojMap:
+    """How a VLM's vision tower and projector become mtmd's mmproj tensors; regexes on the name after
+    the prefix, gguf-py ``MODEL_TENSOR`` member names (resolved by the writer, so loading a family does
+    not import gguf-py)."""
+
+    towers: dict[str, bool]                       # vision_config.model_type -> the tower has a CLS token
+    tower_prefixes: tuple[str, ...]
+    projector_prefixes: tuple[str, ...]
+    layer: str                                    # regex of a tower layer's prefix, group "bid"
+    tower: tuple[tuple[str, str], ...]            # regex -> MODEL_TENSOR name ({bid}, weight / bias from groups)
+    projector: tuple[tuple[str, int], ...]        # regex -> index of mm.{bid}
+    tower_drop: dict[str, str] = field(default_factory=dict)   # regex -> why it is not exported
+
+
+@dataclass(frozen=True)
 class Family:
     """Declarative description of one model family."""
 
@@ -90,8 +105,8 @@ class Family:
     # The processor writes the whole prompt itself (PaliGemma's prefix-LM: image tokens + BOS + text + "\n"),
     # so no chat template or <image> placeholder is added around the text.
     processor_builds_prompt: bool = False
-    # mmproj export (mtmd's LLaVA graph): vision tower model_type -> whether the tower has a CLS token
-    mmproj_towers: dict[str, bool] = field(default_factory=dict)
+    # mmproj.gguf export (mtmd's LLaVA graph): the tower and projector maps; None: no mmproj export
+    mmproj: MmprojMap | None = None
 
     def component_of(self, tensor_name: str) -> str:
         best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)

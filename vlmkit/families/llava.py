@@ -4,7 +4,38 @@ Checkpoints on disk use the transformers-4 layout (``language_model.model.*``), 
 still writes; in memory transformers 5 names them ``model.language_model.*``. Both are listed.
 """
 
-from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, Family
+from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, Family, MmprojMap
+
+# mmproj.gguf for llama.cpp's mtmd (vlmkit.gguf.mmproj): CLIP / SigLIP tower + LLaVA's 2-layer MLP projector
+_LAYER = r"encoder\.layers\.(?P<bid>\d+)\."
+_WB = r"\.(?P<kind>weight|bias)$"
+MMPROJ = MmprojMap(
+    towers={"siglip_vision_model": False, "clip_vision_model": True},
+    tower_prefixes=("model.vision_tower.vision_model.", "model.vision_tower.",
+                    "vision_tower.vision_model.", "vision_tower."),
+    projector_prefixes=("model.multi_modal_projector.", "multi_modal_projector."),
+    layer=_LAYER,
+    tower=(
+        (r"^embeddings\.class_embedding$", "V_ENC_EMBD_CLS"),
+        (r"^embeddings\.patch_embedding" + _WB, "V_ENC_EMBD_PATCH"),
+        (r"^embeddings\.position_embedding" + _WB, "V_ENC_EMBD_POS"),
+        (r"^pre_layrnorm" + _WB, "V_PRE_NORM"),
+        ("^" + _LAYER + r"layer_norm1" + _WB, "V_ENC_INPUT_NORM"),
+        ("^" + _LAYER + r"layer_norm2" + _WB, "V_ENC_POST_ATTN_NORM"),
+        ("^" + _LAYER + r"self_attn\.q_proj" + _WB, "V_ENC_ATTN_Q"),
+        ("^" + _LAYER + r"self_attn\.k_proj" + _WB, "V_ENC_ATTN_K"),
+        ("^" + _LAYER + r"self_attn\.v_proj" + _WB, "V_ENC_ATTN_V"),
+        ("^" + _LAYER + r"self_attn\.out_proj" + _WB, "V_ENC_ATTN_O"),
+        ("^" + _LAYER + r"mlp\.fc1" + _WB, "V_ENC_FFN_UP"),
+        ("^" + _LAYER + r"mlp\.fc2" + _WB, "V_ENC_FFN_DOWN"),
+    ),
+    projector=((r"^linear_1" + _WB, 0), (r"^linear_2" + _WB, 2)),
+    tower_drop={
+        r"^post_layernorm\.": "final tower norm: LLaVA reads hidden_states[feature_layer], taken before it",
+        r"^head\.": "SigLIP attention-pool head: makes the pooled output, which LLaVA does not use",
+        r"position_ids$": "saved buffer (arange), not a parameter",
+    },
+)
 
 FAMILY = Family(
     name="llava",
@@ -15,7 +46,7 @@ FAMILY = Family(
     vision_config="vision_config",
     components=HF_VLM_COMPONENTS,
     tied=HF_VLM_TIED,
-    mmproj_towers={"siglip_vision_model": False, "clip_vision_model": True},   # tower -> has a CLS token
+    mmproj=MMPROJ,
     # GGUF export: LM tensors renamed to the text family's own names (transformers 4 and 5 layouts)
     lm_prefixes={"language_model.": "", "model.language_model.": "model.", "lm_head.": "lm_head."},
     config_fields=(

@@ -60,6 +60,7 @@ import numpy as np
 from vlmkit.constants import FLOAT_TYPES, ggml_nbytes, output_type
 from vlmkit.errors import CheckpointError, UnsupportedError, VlmkitError
 from vlmkit.families import family_for
+from vlmkit.families.base import MmprojMap
 from vlmkit.readers.base import one_line
 
 GT = gguf.GGMLQuantizationType
@@ -74,34 +75,6 @@ KEY_POSITION_ORDER = "vlmkit.mmproj.position_order"   # ours: documents the CLS-
 KEY_LLAMACPP_ROWS = "vlmkit.mmproj.llamacpp_rows"     # ours: [start, stop) of mtmd rows that equal ...
 KEY_HF_ROWS = "vlmkit.mmproj.hf_rows"                 # ... transformers' image-feature rows [start, stop)
 KEY_IMAGE_PROCESSOR = "vlmkit.mmproj.image_processor"  # ours: the checkpoint's image processor config (JSON)
-
-TOWER_PREFIXES = ("model.vision_tower.vision_model.", "model.vision_tower.",
-                  "vision_tower.vision_model.", "vision_tower.")
-PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
-
-# tower-relative HF name -> gguf-py tensor ({bid} from the match; "kind" is weight / bias)
-_LAYER = r"encoder\.layers\.(?P<bid>\d+)\."
-_WB = r"\.(?P<kind>weight|bias)$"
-TOWER_MAP: list[tuple[str, T]] = [
-    (r"^embeddings\.class_embedding$", T.V_ENC_EMBD_CLS),
-    (r"^embeddings\.patch_embedding" + _WB, T.V_ENC_EMBD_PATCH),
-    (r"^embeddings\.position_embedding" + _WB, T.V_ENC_EMBD_POS),
-    (r"^pre_layrnorm" + _WB, T.V_PRE_NORM),
-    ("^" + _LAYER + r"layer_norm1" + _WB, T.V_ENC_INPUT_NORM),
-    ("^" + _LAYER + r"layer_norm2" + _WB, T.V_ENC_POST_ATTN_NORM),
-    ("^" + _LAYER + r"self_attn\.q_proj" + _WB, T.V_ENC_ATTN_Q),
-    ("^" + _LAYER + r"self_attn\.k_proj" + _WB, T.V_ENC_ATTN_K),
-    ("^" + _LAYER + r"self_attn\.v_proj" + _WB, T.V_ENC_ATTN_V),
-    ("^" + _LAYER + r"self_attn\.out_proj" + _WB, T.V_ENC_ATTN_O),
-    ("^" + _LAYER + r"mlp\.fc1" + _WB, T.V_ENC_FFN_UP),
-    ("^" + _LAYER + r"mlp\.fc2" + _WB, T.V_ENC_FFN_DOWN),
-]
-PROJECTOR_MAP: list[tuple[str, int]] = [(r"^linear_1" + _WB, 0), (r"^linear_2" + _WB, 2)]   # -> mm.{bid}
-TOWER_DROP: dict[str, str] = {
-    r"^post_layernorm\.": "final tower norm: LLaVA reads hidden_states[feature_layer], taken before it",
-    r"^head\.": "SigLIP attention-pool head: makes the pooled output, which LLaVA does not use",
-    r"position_ids$": "saved buffer (arange), not a parameter",
-}
 
 # HF activation -> (clip.* flag, exact in ggml?). ggml's gelu is the tanh form (CPU: fp16 lookup table).
 TOWER_ACTS = {"quick_gelu": (None, True), "gelu_pytorch_tanh": ("gelu", True), "gelu_new": ("gelu", True),
@@ -136,8 +109,8 @@ def mmproj_dtype(lm_dtype: str) -> str:
 
 def is_llava_vision(config: dict[str, Any]) -> bool:
     """Whether ``config`` is a LLaVA whose vision side ``write_mmproj`` handles."""
-    towers = family_for(config)[0].mmproj_towers
-    return (config.get("vision_config") or {}).get("model_type") in towers
+    mmproj = family_for(config)[0].mmproj
+    return mmproj is not None and (config.get("vision_config") or {}).get("model_type") in mmproj.towers
 
 
 def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_path: Path | None = None,
@@ -168,7 +141,8 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     image processor files. Raises UnsupportedError for what mtmd's llava graph cannot reproduce."""
     full = _full_config(model_dir, config)
     vis, text = full["vision_config"], full["text_config"]
-    towers = family_for(config)[0].mmproj_towers
+    mmproj = family_for(config)[0].mmproj
+    towers = mmproj.towers if mmproj else {}
     if vis.get("model_type") not in towers:
         raise UnsupportedError(model_dir, f"mmproj: vision tower {vis.get('model_type')!r} "
                                           f"(supported: {', '.join(towers) or 'none for this family'})")
@@ -183,7 +157,7 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
                 {k: (None, v) for k, v in PROJECTOR_ACTS.items()}, approximations)
     mean, std = image_normalization(model_dir)
     return {
-        "has_cls": has_cls, "n_layer": n_layer, "feature_layers": layers, "block_count": max(layers),
+        "map": mmproj, "has_cls": has_cls, "n_layer": n_layer, "feature_layers": layers, "block_count": max(layers),
         "n_embd": vis["hidden_size"], "n_ff": vis["intermediate_size"], "n_head": vis["num_attention_heads"],
         "eps": vis["layer_norm_eps"], "image_size": image_size, "patch_size": patch_size,
         "n_embd_text": text["hidden_size"], "llamacpp_rows": rows[0], "hf_rows": rows[1],
@@ -346,7 +320,7 @@ def plan_tensors(model_dir: Path, hp: dict[str, Any], source, want: GT) -> tuple
     dropped: dict[str, str] = {}
     unmapped: list[str] = []
     for name in source.names():
-        part, rel = _split(name)
+        part, rel = _split(name, hp["map"])
         if part is None:
             continue
         reason = _drop_reason(part, rel, hp)
@@ -366,8 +340,8 @@ def plan_tensors(model_dir: Path, hp: dict[str, Any], source, want: GT) -> tuple
     return tensors, dropped
 
 
-def _split(name: str) -> tuple[str | None, str]:
-    for part, prefixes in (("tower", TOWER_PREFIXES), ("projector", PROJECTOR_PREFIXES)):
+def _split(name: str, maps: MmprojMap) -> tuple[str | None, str]:
+    for part, prefixes in (("tower", maps.tower_prefixes), ("projector", maps.projector_prefixes)):
         prefix = next((p for p in prefixes if name.startswith(p)), None)
         if prefix:
             return part, name[len(prefix):]
@@ -377,10 +351,10 @@ def _split(name: str) -> tuple[str | None, str]:
 def _drop_reason(part: str, rel: str, hp: dict[str, Any]) -> str | None:
     if part != "tower":
         return None
-    for pattern, reason in TOWER_DROP.items():
+    for pattern, reason in hp["map"].tower_drop.items():
         if re.search(pattern, rel):
             return reason
-    layer = re.match(_LAYER, rel)
+    layer = re.match(hp["map"].layer, rel)
     if layer and int(layer["bid"]) >= hp["block_count"]:
         return (f"after the deepest feature layer (hidden_states[{hp['block_count']}]): "
                 "LLaVA never uses its output")
@@ -389,14 +363,14 @@ def _drop_reason(part: str, rel: str, hp: dict[str, Any]) -> str | None:
 
 def _gguf_name(part: str, rel: str, hp: dict[str, Any]) -> str | None:
     if part == "projector":
-        for pattern, bid in PROJECTOR_MAP:
+        for pattern, bid in hp["map"].projector:
             if m := re.match(pattern, rel):
                 return f"{gguf.TENSOR_NAMES[T.V_MMPROJ].format(bid=bid)}.{m['kind']}"
         return None
-    for pattern, tensor in TOWER_MAP:
+    for pattern, tensor_name in hp["map"].tower:
         if m := re.match(pattern, rel):
             groups = m.groupdict()
-            tensor = _ffn_swap(tensor, hp)
+            tensor = _ffn_swap(T[tensor_name], hp)
             base = gguf.TENSOR_NAMES[tensor].format(bid=groups.get("bid"))
             return f"{base}.{groups['kind']}" if groups.get("kind") else base
     return None
