@@ -18,6 +18,11 @@ from vlmkit.errors import VlmkitError
 # One chat message as transformers' chat templates expect it: {"role": ..., "content": str | list}.
 Message = dict[str, Any]
 
+IMAGE = -1
+"""In a token-id list given to ``Backend.logits``: one image, whatever number of rows the backend feeds for it
+(transformers expands it to the processor's image-token run, llama.cpp to mtmd's embedding rows), so two
+backends score the same text ids even where their image-token counts differ."""
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -132,6 +137,23 @@ class Backend(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids to text, special tokens skipped."""
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """Token ids of plain text (``add_special``: the BOS ... the tokenizer adds by default)."""
+
+    def bos_to_add(self) -> int | None:
+        """The BOS id the tokenizer puts in front of a text, or None when it adds none."""
+
+    def encode(self, messages: Sequence[Message], images: Sequence[Any]) -> list[int]:
+        """The prompt's token ids as ``prepare`` builds them, each image as one ``IMAGE`` entry."""
+
+    def logits(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> Any:
+        """Teacher-forced next-token logits, float32 ``[n_text_tokens, n_vocab]``: one row per entry of
+        ``token_ids`` that is not ``IMAGE`` (row i predicts the entry after it), computed in one pass with
+        each ``IMAGE`` replaced by the matching image of ``images``."""
+
+    def image_embeddings(self, image: Any) -> Any:
+        """What the vision tower + projector feed the language model for ``image``, ``[rows, n_embd]``."""
 
     def close(self) -> None:
         """Release native resources."""

@@ -21,6 +21,7 @@ from typing import Any
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.gguf.llamacpp import load_model, model_params
 from vlmkit.gguf.tokenizer import KEY_PREPEND_SCHEME
+from vlmkit.runtime import llamacpp_logits
 from vlmkit.runtime import llamacpp_native as native
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import (
@@ -227,6 +228,22 @@ class LlamaCppBackend:
 
     def decode(self, ids: Sequence[int]) -> str:
         return native.detokenize(self.vocab, ids)
+
+    # --- teacher-forced scoring (vlmkit.eval), in vlmkit.runtime.llamacpp_logits -----------------------
+
+    def bos_to_add(self) -> int | None:
+        return llamacpp_logits.bos_to_add(self)
+
+    def encode(self, messages: Sequence[Message], images: Sequence[Any]) -> list[int]:
+        return llamacpp_logits.encode(self, messages, images)
+
+    def logits(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> Any:
+        return llamacpp_logits.teacher_forced(self, token_ids, images)
+
+    def image_embeddings(self, image: Any) -> Any:
+        if self.mtmd is None:
+            raise UnsupportedError(self.path, "no mmproj.gguf: this model has no vision tower here")
+        return llamacpp_logits.image_rows(self.mtmd, image, self.image_text or "<image>")
 
     def close(self) -> None:
         import llama_cpp

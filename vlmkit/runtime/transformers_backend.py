@@ -19,7 +19,7 @@ from vlmkit.constants import NUMPY_DTYPES, float_dtype
 from vlmkit.errors import UnsupportedError, VlmkitError, error_summary
 from vlmkit.families import family_for
 from vlmkit.logs import quiet_transformers
-from vlmkit.runtime.base import Message, Prompt, SamplingParams
+from vlmkit.runtime.base import IMAGE, Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render, template_errors
 
 
@@ -227,6 +227,71 @@ class TransformersBackend:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # --- teacher-forced scoring (vlmkit.eval) -------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special).input_ids)
+
+    def bos_to_add(self) -> int | None:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None and self.tokenize("a", True)[:1] == [bos] else None
+
+    @property
+    def image_token_id(self) -> int | None:
+        config = self.model.config
+        return getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+
+    def encode(self, messages: Sequence[Message], images: Sequence[Any]) -> list[int]:
+        if images and (not self.is_vlm or self.raw_prompt):
+            raise UnsupportedError(self.path, "scoring image prompts needs a chat-style VLM (image placeholder "
+                                              "in the prompt)")
+        text = self.render(messages, len(images))
+        special = add_special_tokens(text, self.tokenizer.bos_token, self.chat_template() is not None, self.is_vlm)
+        ids = self.tokenize(text, special)
+        ids = [IMAGE if t == self.image_token_id else t for t in ids] if images else ids
+        if ids.count(IMAGE) != len(images):
+            raise VlmkitError(self.path, f"the prompt holds {ids.count(IMAGE)} image places for {len(images)} images")
+        return ids
+
+    def _image_inputs(self, images: Sequence[Any]) -> tuple[list[list[int]], dict[str, Any]]:
+        """Per image its run of image-token ids, and the tensors (pixel_values ...) the model takes."""
+        placeholder = self.image_placeholder
+        inputs = self.processor(images=list(images), text=placeholder * len(images), add_special_tokens=False,
+                                return_tensors="pt")
+        run = [t for t in inputs["input_ids"][0].tolist() if t == self.image_token_id]
+        size = len(run) // len(images)
+        extra = {k: v.to(self.device) for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        return [run[i * size:(i + 1) * size] for i in range(len(images))], extra
+
+    def logits(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> Any:
+        import torch
+
+        ids = list(token_ids)
+        if ids.count(IMAGE) != len(images):
+            raise VlmkitError(None, f"{ids.count(IMAGE)} image places in the token ids for {len(images)} images")
+        runs, extra = self._image_inputs(images) if images else ([], {})
+        expanded: list[int] = []
+        text_rows: list[int] = []
+        for token in ids:
+            if token == IMAGE:
+                expanded += runs.pop(0)
+            else:
+                text_rows.append(len(expanded))
+                expanded.append(token)
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([expanded], device=self.device), **extra).logits[0]
+            return out[text_rows].float().cpu().numpy()
+
+    def image_embeddings(self, image: Any) -> Any:
+        import torch
+
+        _, extra = self._image_inputs([image])
+        with torch.inference_mode():
+            out = self.model.get_image_features(**extra)
+        features = getattr(out, "pooler_output", out)
+        features = features[0] if isinstance(features, (list, tuple)) else features
+        return features.reshape(-1, features.shape[-1]).float().cpu().numpy()
 
     def close(self) -> None:
         self.model = None

@@ -46,3 +46,36 @@ def llama_cpp_source(cache_dir: Path | None = None, *, fetch: bool = True) -> Pa
         if not root.exists():   # another process may have won the race; its tree is as good
             os.replace(staging, root)
     return tree
+
+
+def llama_tool(name: str = "llama-perplexity", cache_dir: Path | None = None, jobs: int | None = None) -> Path:
+    """A llama.cpp command-line tool (``llama-perplexity`` ...) built once with cmake from the same source
+    tree as the installed llama-cpp-python, cached beside it (a few minutes on 2 cores, the first time).
+
+    Why build instead of reusing llama-cpp-python: the reference must be llama.cpp's own program, not
+    vlmkit's re-implementation of it through the bindings. Static libraries: the binary depends on no
+    library path. The finished binary is renamed into place, so an interrupted build leaves none."""
+    import shutil
+
+    tree = llama_cpp_source(cache_dir)
+    root = tree.parents[2]
+    binary = root / "bin" / name
+    if binary.is_file():
+        return binary
+    if shutil.which("cmake") is None:
+        raise VlmkitError(tree, f"building {name} needs cmake (apt-get install cmake)")
+    build = root / "build"
+    configure = ["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF",
+                 "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+                 "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF"]
+    compile_ = ["cmake", "--build", str(build), "--target", name, "-j", str(jobs or os.cpu_count() or 2)]
+    for command in (configure, compile_):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise VlmkitError(tree, f"building {name} failed: {tail[0]}")
+    binary.parent.mkdir(exist_ok=True)
+    staging = binary.with_name(f".{name}.tmp")
+    shutil.copy2(build / "bin" / name, staging)
+    os.replace(staging, binary)
+    return binary
