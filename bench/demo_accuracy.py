@@ -21,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vlmkit.convert import convert
-    from vlmkit.demo.evaluate import evaluate, split_questions
+    from vlmkit.eval.vqa import evaluate, split_questions
 
     questions = split_questions("test", args.n)
     # Reference: transformers one question at a time through vlmkit.load (what `vlmkit run` does); the
@@ -56,7 +56,7 @@ def explain_f32_differences(questions, results: dict[str, dict]) -> None:
     near-tie there is decided by runtime rounding (ggml's fp16 GELU table and conv), not the conversion."""
     import torch
 
-    from vlmkit.demo.evaluate import load, prompt
+    from vlmkit.eval.vqa import load, prompt
 
     if "llama.cpp f32" not in results:
         return

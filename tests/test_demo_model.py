@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlmkit.demo.dataset import make_item, make_split
-from vlmkit.demo.evaluate import answer, evaluate, load, markdown_table, prompt, split_questions
+from vlmkit.eval.vqa import answer, evaluate, load, markdown_table, prompt, split_questions
 from vlmkit.demo.model import IMAGE, IMAGE_TOKENS
 from vlmkit.demo.questions import JA_COLOR
 from vlmkit.demo.scenes import COLORS

@@ -9,88 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.errors import VlmkitError
 from vlmkit.runtime.base import Backend, GenerationResult, Message, SamplingParams
-
-BACKENDS = ("auto", "transformers", "llamacpp")
-
-
-def gguf_files(path: Path) -> tuple[Path, Path | None] | None:
-    """(model.gguf, mmproj.gguf or None) when ``path`` is a GGUF file or a directory with one."""
-    if path.is_file() and path.suffix == ".gguf":
-        mmproj = path.with_name("mmproj.gguf")
-        return path, (mmproj if mmproj.is_file() and mmproj != path else None)
-    if path.is_dir():
-        models = [p for p in sorted(path.glob("*.gguf")) if not p.name.startswith("mmproj")]
-        chosen = path / "model.gguf" if (path / "model.gguf").is_file() else (models[0] if models else None)
-        if chosen is not None:
-            mmproj = path / "mmproj.gguf"
-            return chosen, (mmproj if mmproj.is_file() else None)
-    return None
-
-
-def pick_backend(path: Path, backend: str) -> str:
-    if backend not in BACKENDS:
-        raise VlmkitError(None, f"unknown backend {backend!r} (use {', '.join(BACKENDS)})")
-    has_gguf = gguf_files(path) is not None
-    if backend == "auto":
-        is_hf = path.is_dir() and (path / "config.json").is_file()
-        return "llamacpp" if has_gguf and not is_hf else "transformers"
-    if backend == "llamacpp" and not has_gguf:
-        raise UnsupportedError(path, "the llama.cpp backend needs a GGUF file (run `vlmkit convert` first)")
-    if backend == "transformers" and path.is_file() and path.suffix == ".gguf":
-        raise UnsupportedError(path, "the transformers backend needs an HF model directory, not a GGUF file")
-    return backend
-
-
-def validate(path: Path, backend: str) -> None:
-    """Open every file the backend will read through vlmkit's readers first, so a malformed checkpoint
-    (a tensor the index names but its shard lacks, a corrupt GGUF, a config.json that is not JSON, a
-    chat template the sandbox refuses) is one line here, not a crash inside transformers or llama.cpp."""
-    from vlmkit.readers import open_checkpoint
-    from vlmkit.readers.model_files import check_chat_template, check_template_text, read_config
-
-    if backend == "llamacpp":
-        for file in filter(None, gguf_files(path) or ()):
-            with open_checkpoint(file) as checkpoint:
-                template = checkpoint.metadata.get("tokenizer.chat_template")
-                if isinstance(template, str):
-                    check_template_text(file, template)
-        return
-    config = read_config(path) or {}
-    open_checkpoint(path).close()
-    check_chat_template(path)
-    _refuse_custom_code(path, config)
-
-
-def _refuse_custom_code(path: Path, config: dict[str, Any]) -> None:
-    """A model type only the checkpoint's own code (``auto_map``) defines cannot run: that code is never
-    imported."""
-    from transformers import CONFIG_MAPPING
-
-    model_type = config.get("model_type")
-    if config.get("auto_map") and model_type not in CONFIG_MAPPING:
-        raise UnsupportedError(path / "config.json", f"model type {model_type!r} is defined only by the "
-                                                     "checkpoint's own code (auto_map), which vlmkit never runs")
-
-
-def open_backend(path: Path, backend: str, device: str, dtype: str | None, threads: int | None,
-                 verbose: bool) -> Backend:
-    validate(path, backend)
-    if backend == "llamacpp":
-        from vlmkit.runtime.llamacpp_backend import LlamaCppBackend
-
-        if dtype is not None:
-            raise UnsupportedError(path, "--dtype applies to the transformers backend; a GGUF runs at the type "
-                                         "it was converted to (vlmkit convert --dtype ...)")
-        model, mmproj = gguf_files(path)  # type: ignore[misc]
-        return LlamaCppBackend(model, mmproj, device=device, threads=threads, verbose=verbose)
-    from vlmkit.runtime.transformers_backend import TransformersBackend
-
-    return TransformersBackend(path, device=device, dtype=dtype, threads=threads, verbose=verbose)
+from vlmkit.runtime.registry import gguf_files, open_backend  # noqa: F401  (gguf_files: public name)
+from vlmkit.runtime.registry import pick as pick_backend  # noqa: F401  (public name)
 
 
 class Runner:
@@ -179,5 +103,4 @@ def load(model: str | os.PathLike, backend: str = "auto", device: str = "auto", 
         raise VlmkitError(None, f"threads must be >= 1, not {threads}")
     quiet_transformers(verbose)  # also a zoo build's output while MODEL resolves, before any backend exists
     path = resolve_model(model, download=download)
-    chosen = pick_backend(path, backend)
-    return Runner(open_backend(path, chosen, device, dtype, threads, verbose))
+    return Runner(open_backend(path, backend, device, dtype, threads, verbose))

@@ -86,7 +86,7 @@ def score_cmd(
     Example: vlmkit demo score demo --data my_set/ --json
     """
     from vlmkit.api import gguf_files
-    from vlmkit.demo.evaluate import evaluate, markdown_table, set_questions, split_questions
+    from vlmkit.eval.vqa import evaluate, markdown_table, set_questions, split_questions
     from vlmkit.hub import resolve_model
 
     _check_split(split)
@@ -108,7 +108,7 @@ def _print_scores(result: dict, source: str) -> None:
     from rich.table import Table
 
     from vlmkit.cli import console as make_console
-    from vlmkit.demo.evaluate import SCORE_COLUMNS, score_rows
+    from vlmkit.eval.vqa import SCORE_COLUMNS, score_rows
 
     table = Table(title=f"MME-style scores on the {source}")
     for column in SCORE_COLUMNS:

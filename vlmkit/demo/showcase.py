@@ -57,7 +57,8 @@ def save_png(image, out: Path) -> Path:
 
 def run_demo(seed: int | None = None, model: str | os.PathLike = "demo", out: Path | None = None) -> dict:
     """Returns {seed, image, scene, answers: [Answered...]}; a new random seed unless one is given."""
-    from vlmkit.demo.evaluate import answer_with_runner
+    from vlmkit.api import load
+    from vlmkit.eval.vqa import answer_with_runner
 
     seed = secrets.randbelow(10**6) if seed is None else seed
     rng = random.Random(f"vlmkit-demo/showcase/{seed}")
@@ -66,6 +67,7 @@ def run_demo(seed: int | None = None, model: str | os.PathLike = "demo", out: Pa
     path = save_png(image, out or Path(tempfile.gettempdir()) / f"vlmkit-demo-{seed}.png")
     asked = questions_for(scene, rng)
     # through vlmkit.load: any VLM it runs (a GGUF directory on llama.cpp too), one-line errors otherwise
-    said = answer_with_runner(model, [image] * len(asked), [qa.question for qa in asked])
+    with load(model) as runner:
+        said = answer_with_runner(runner, [image] * len(asked), [qa.question for qa in asked])
     answers = [Answered(qa.question, qa.answer, s, qa.category, qa.lang) for qa, s in zip(asked, said)]
     return {"seed": seed, "image": path, "scene": scene, "answers": answers}
