@@ -1,0 +1,208 @@
+"""``vlmkit eval compare REF CAND``: two models' next-token distributions on the same token ids.
+
+Text follows ``llama-perplexity --kl-divergence`` exactly, so the numbers are comparable with it on the same
+GGUF pair and text: the reference's tokenizer tokenizes the whole text (BOS added when the tokenizer adds
+one), the tokens are cut into ``ctx``-token chunks (the first token of each replaced by BOS when the
+tokenizer adds one), each chunk is evaluated from an empty cache, and the logits of the second half of each
+chunk (positions ctx/2 .. ctx-2) are scored against the next token. Image sets (``demo`` or a questions.jsonl)
+are scored over the tokens of each true answer after its image + question prompt, and the two vision towers'
+outputs are compared (cosine, max |diff|) when both sides have one. Statistics: :mod:`vlmkit.metrics.kld`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.metrics.kld import KldSummary, TokenStats, kld_by_position, summarize, token_stats
+
+DEFAULT_CTX = 512
+N_EMBEDDING_IMAGES = 8  # distinct images whose tower outputs are compared
+
+
+@dataclass
+class CompareResult:
+    ref: str
+    cand: str
+    data: str
+    ctx: int | None
+    summary: KldSummary
+    stats: TokenStats = field(repr=False)
+    tokenizer: dict[str, Any] | None = None
+    image_embeddings: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        positions, means = kld_by_position(self.stats)
+        return {"ref": self.ref, "cand": self.cand, "data": self.data, "ctx": self.ctx,
+                "summary": self.summary.as_dict(), "tokenizer": self.tokenizer,
+                "image_embeddings": self.image_embeddings, "notes": self.notes,
+                "kld_by_position": {"position": positions.tolist(), "mean_kld": means.tolist()}}
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+def builtin_text() -> str:
+    """The text ``--data corpus`` scores: the zoo's English + Japanese corpus (written for this project)."""
+    from vlmkit.gguf.corpus import TOKENIZER_CORPUS
+    from vlmkit.zoo.corpus import ENGLISH, JAPANESE
+
+    return "\n".join([*ENGLISH, *JAPANESE, *TOKENIZER_CORPUS])
+
+
+def is_image_source(data: str | os.PathLike) -> bool:
+    path = Path(data)
+    return str(data) == "demo" or path.is_dir() or path.suffix == ".jsonl"
+
+
+def read_text(data: str | os.PathLike) -> str:
+    if str(data) == "corpus":
+        return builtin_text()
+    try:
+        return Path(data).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise VlmkitError(data, f"cannot read the text: {getattr(error, 'strerror', None) or error}") from None
+
+
+# --- text: llama-perplexity's chunks ----------------------------------------------------------------------
+
+def chunks(tokens: list[int], ctx: int, bos: int | None) -> Iterator[list[int]]:
+    """llama-perplexity's chunks: ``len(tokens) // ctx`` windows, the first token of each set to BOS."""
+    if len(tokens) < 2 * ctx:
+        raise VlmkitError(None, f"the text is {len(tokens)} tokens; --ctx {ctx} needs at least {2 * ctx} "
+                                f"(llama-perplexity's rule): give a longer text or a smaller --ctx")
+    for start in range(0, len(tokens) // ctx * ctx, ctx):
+        chunk = tokens[start:start + ctx]
+        if bos is not None:
+            chunk[0] = bos
+        yield chunk
+
+
+def scored_half(ctx: int) -> slice:
+    """Rows of a chunk's logits that are scored: positions ctx/2 .. ctx-2 (each predicts the next token)."""
+    return slice(ctx // 2, ctx - 1)
+
+
+def compare_text(ref: Any, cand: Any, text: str, ctx: int = DEFAULT_CTX, progress: bool = False) -> TokenStats:
+    tokens = ref.tokenize(text, True)
+    rows, parts = scored_half(ctx), []
+    all_chunks = list(chunks(tokens, ctx, ref.bos_to_add()))
+    for chunk in _bar(all_chunks, progress, "chunks"):
+        a, b = ref.logits(chunk), cand.logits(chunk)
+        parts.append(token_stats(a[rows], b[rows], np.array(chunk[rows.start + 1:ctx]),
+                                 np.arange(rows.start, rows.stop)))
+    return TokenStats.join(parts)
+
+
+# --- images: answer tokens after an image + question prompt ------------------------------------------------
+
+def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = False) -> TokenStats:
+    from vlmkit.runtime.prompt import user_message, uses_typed_content
+
+    typed = uses_typed_content(ref.chat_template())
+    parts = []
+    for q in _bar(questions, progress, "questions"):
+        prompt = ref.encode([user_message(q.question, 1, typed)], [q.image])
+        answer = ref.tokenize(q.answer, False)
+        ids = prompt + answer
+        a, b = ref.logits(ids, [q.image]), cand.logits(ids, [q.image])
+        n_text = len(ids) - 1  # rows = text tokens; the answer's tokens are predicted by the last len(answer) rows
+        rows = slice(n_text - len(answer), n_text)
+        parts.append(token_stats(a[rows], b[rows], np.array(answer), np.arange(len(answer))))
+    return TokenStats.join(parts)
+
+
+def image_embedding_agreement(ref: Any, cand: Any, images: list[Any]) -> dict[str, Any] | None:
+    """Cosine (all rows flattened), worst row cosine and max |diff| of the two towers' outputs."""
+    if not all(hasattr(side, "image_embeddings") for side in (ref, cand)):
+        return None
+    worst: dict[str, Any] = {"images": 0, "cosine": 1.0, "min_row_cosine": 1.0, "max_abs_diff": 0.0}
+    for image in images[:N_EMBEDDING_IMAGES]:
+        a, b = np.asarray(ref.image_embeddings(image), np.float64), np.asarray(cand.image_embeddings(image), np.float64)
+        if a.shape != b.shape:
+            return {"shapes": [list(a.shape), list(b.shape)], "note": "different image-row counts"}
+        rows = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        worst["cosine"] = min(worst["cosine"], float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))))
+        worst["min_row_cosine"] = min(worst["min_row_cosine"], float(rows.min()))
+        worst["max_abs_diff"] = max(worst["max_abs_diff"], float(np.abs(a - b).max()))
+        worst["ref_max_abs"] = max(worst.get("ref_max_abs", 0.0), float(np.abs(a).max()))
+        worst["images"] += 1
+    return worst
+
+
+def tokenizer_agreement(ref: Any, cand: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """Do the two tokenizers give the same ids (with their default special tokens) on ``texts``?"""
+    differ = [t for t in texts if ref.tokenize(t, True) != cand.tokenize(t, True)]
+    return {"texts": len(texts), "same": len(texts) - len(differ), "differing": differ}
+
+
+def _bar(items: list, enabled: bool, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(items, unit=unit[:-1], desc="scoring", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+# --- the verb ---------------------------------------------------------------------------------------------
+
+def open_model(model: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+               verbose: bool = False) -> Any:
+    """A loaded backend for MODEL (``vlmkit.load``'s resolution and backend choice)."""
+    from vlmkit.api import load
+
+    return load(model, backend=backend, threads=threads, verbose=verbose).backend
+
+
+def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ctx: int = DEFAULT_CTX,
+                     limit: int | None = None, progress: bool = False, names: tuple[str, str] = ("ref", "cand")
+                     ) -> CompareResult:
+    """:func:`compare` on two already loaded backends."""
+    from vlmkit.gguf.corpus import TOKENIZER_CORPUS
+
+    if getattr(ref, "n_vocab", None) and getattr(cand, "n_vocab", None) and ref.n_vocab != cand.n_vocab:
+        raise UnsupportedError(None, f"the vocabularies differ ({ref.n_vocab} vs {cand.n_vocab} tokens)")
+    tokenizer = tokenizer_agreement(ref, cand, TOKENIZER_CORPUS)
+    if is_image_source(data):
+        from vlmkit.eval.vqa import load_questions
+
+        questions = load_questions(data, limit)
+        stats = compare_images(ref, cand, questions, progress)
+        images = list({id(q.image): q.image for q in questions}.values())
+        embeddings = image_embedding_agreement(ref, cand, images)
+        result = CompareResult(*names, str(data), None, summarize(stats), stats, tokenizer, embeddings)
+    else:
+        stats = compare_text(ref, cand, read_text(data), ctx, progress)
+        result = CompareResult(*names, str(data), ctx, summarize(stats), stats, tokenizer)
+    result.notes += runtime_notes(ref, cand)
+    return result
+
+
+def compare(ref: str | os.PathLike, cand: str | os.PathLike, data: str | os.PathLike = "corpus",
+            ctx: int = DEFAULT_CTX, limit: int | None = None, ref_backend: str = "auto", cand_backend: str = "auto",
+            threads: int | None = None, progress: bool = False, verbose: bool = False) -> CompareResult:
+    """KL divergence and friends of CAND against REF on ``data`` (a text file, ``corpus``, ``demo`` or a VQA
+    set); see the module docstring."""
+    first = open_model(ref, ref_backend, threads, verbose)
+    try:
+        second = open_model(cand, cand_backend, threads, verbose)
+        try:
+            return compare_backends(first, second, data, ctx, limit, progress, (str(ref), str(cand)))
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def runtime_notes(ref: Any, cand: Any) -> list[str]:
+    """The runtime approximations that separate the two sides even when the weights are equal."""
+    if {ref.name, cand.name} != {"transformers", "llamacpp"}:
+        return []
+    return ["llama.cpp side: f16 KV cache, flash attention as llama.cpp picks it; ggml's fp16 GELU table (GELU "
+            "models, mmproj tower and projector), fp16 im2col of the patch convolution; mtmd's own image resize "
+            "for images not at the tower's input size"]
+

@@ -1,0 +1,71 @@
+"""``vlmkit eval speed MODEL [--image]``: how fast a model answers on this machine, median of N runs.
+
+Per run, through the same generation path as ``vlmkit run`` (``vlmkit.runtime.session``): time to first
+token (prompt preparation, image encoding and prefill), prefill tokens/s (prompt tokens / time to first
+token), decode tokens/s (tokens after the first / time after the first) and, with an image, the vision
+tower's encode time on its own (``Backend.image_embeddings``). Peak RSS is the process's high-water mark.
+One warm-up run is not counted (first-call allocations, lazy kernel setup).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PROMPT = "Describe the picture in detail."
+TEXT_PROMPT = "Write a short story about a red square and a blue circle."
+
+
+@dataclass
+class SpeedResult:
+    model: str
+    backend: str
+    runs: int
+    prompt_tokens: int
+    new_tokens: int
+    time_to_first_token_ms: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    image_encode_ms: float | None
+    peak_rss_mb: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(model: str | os.PathLike, image: Any = None, runs: int = 5, max_new_tokens: int = 32,
+            backend: str = "auto", threads: int | None = None, verbose: bool = False) -> SpeedResult:
+    """Median over ``runs`` timed greedy generations; the decode rate counts the tokens actually produced
+    (a model may stop at end-of-sequence before ``max_new_tokens``)."""
+    from vlmkit.api import load
+    from vlmkit.runtime.prompt import load_image
+    from vlmkit.runtime.session import peak_rss_mb
+
+    runner = load(model, backend=backend, threads=threads, verbose=verbose)
+    try:
+        images = [load_image(image)] if image is not None else []
+        prompt = PROMPT if images else TEXT_PROMPT
+        results = [runner.generate(prompt, images=images, max_new_tokens=max_new_tokens) for _ in range(runs + 1)][1:]
+        encode_ms = _encode_ms(runner.backend, images[0], runs) if images else None
+    finally:
+        runner.close()
+    ttft = statistics.median(r.time_to_first_token_s for r in results)
+    return SpeedResult(
+        model=str(model), backend=runner.name, runs=runs, prompt_tokens=results[0].prompt_tokens,
+        new_tokens=int(statistics.median(r.completion_tokens for r in results)),
+        time_to_first_token_ms=round(1000 * ttft, 2),
+        prefill_tokens_per_s=round(statistics.median(r.prompt_tokens / r.time_to_first_token_s for r in results), 1),
+        decode_tokens_per_s=round(statistics.median(r.tokens_per_s for r in results), 1),
+        image_encode_ms=encode_ms, peak_rss_mb=round(peak_rss_mb(), 1))
+
+
+def _encode_ms(backend: Any, image: Any, runs: int) -> float:
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        backend.image_embeddings(image)
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times[1:]), 2)
