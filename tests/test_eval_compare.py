@@ -1,0 +1,94 @@
+"""vlmkit eval compare through the backends vlmkit run uses, against the references: transformers vs its f32
+GGUF on text and with images, and llama.cpp's own llama-perplexity --kl-divergence on a q4_0 GGUF."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vlmkit.convert import convert
+from vlmkit.eval.compare import builtin_text, compare
+
+pytestmark = pytest.mark.llamacpp
+CTX = 64
+
+
+@pytest.fixture(scope="module")
+def llama_ggufs(zoo, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval-llama")
+    hf = zoo("llama")
+    out = {"hf": hf}
+    for dtype in ("f32", "q4_0"):
+        out[dtype] = convert(hf, root / dtype, dtype=dtype, verify=False).model_path
+    return out
+
+
+def test_text_transformers_vs_f32_gguf(llama_ggufs):
+    result = compare(llama_ggufs["hf"], llama_ggufs["f32"], "corpus", ctx=CTX)
+    s = result.summary
+    assert s.n_tokens >= 1000
+    assert s.kld_mean <= 1e-6, s.kld_mean
+    assert s.same_top == 1.0
+    assert abs(s.ln_ppl_ratio) < 1e-4
+    assert result.notes  # the runtime approximations are named
+
+
+def test_images_transformers_vs_f32_gguf(zoo, tmp_path):
+    hf = zoo("llava-calm2-siglip")
+    gguf_dir = convert(hf, tmp_path / "f32", dtype="f32", verify=False).model_path.parent
+    result = compare(hf, gguf_dir, "demo", limit=24)
+    assert result.summary.n_tokens >= 24
+    assert result.summary.kld_mean <= 1e-4, result.summary.kld_mean
+    embeddings = result.image_embeddings
+    assert embeddings["images"] >= 4 and embeddings["cosine"] > 0.99999, embeddings
+    assert embeddings["max_abs_diff"] < 1e-2 * embeddings["ref_max_abs"]
+
+
+def test_demo_model_with_images_vs_its_f32_gguf(tmp_path):
+    """The trained demo VLM (real, peaked distributions): answer tokens after image + question prompts."""
+    gguf_dir = convert("demo", tmp_path / "f32", dtype="f32", verify=False).model_path.parent
+    result = compare("demo", gguf_dir, "demo", limit=60)
+    assert result.summary.kld_mean <= 1e-4, result.summary.kld_mean
+    assert result.summary.same_top == 1.0
+
+
+def _llama_perplexity_kld(binary: Path, base: Path, cand: Path, text: Path, work: Path) -> dict[str, float]:
+    """Run llama-perplexity twice (save the base's log-probs, then --kl-divergence) and parse its summary."""
+    from vlmkit.gguf.llamacpp import extra_buffers_safe
+
+    logits = work / "base.kld"
+    common = ["-c", str(CTX), "-b", str(CTX), "-t", "2", "--no-warmup"] + ([] if extra_buffers_safe() else ["-nr"])
+    for args in (["-m", str(base), "-f", str(text), "--kl-divergence-base", str(logits)],
+                 ["-m", str(cand), "--kl-divergence-base", str(logits), "--kl-divergence"]):
+        done = subprocess.run([str(binary), *args, *common], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout + done.stderr
+
+    def number(label: str) -> tuple[float, float]:
+        match = re.search(re.escape(label) + r"\s*:\s*(-?[\d.]+)\s*±\s*([\d.]+)", out)
+        assert match, f"{label!r} not in llama-perplexity's output:\n{out[-3000:]}"
+        return float(match.group(1)), float(match.group(2))
+
+    same = number("Same top p")
+    return {"kld": number("Mean    KLD"), "ppl_q": number("Mean PPL(Q)"), "ppl_base": number("Mean PPL(base)"),
+            "same_top": (same[0] / 100, same[1] / 100)}
+
+
+def test_q4_0_kld_agrees_with_llama_perplexity(llama_ggufs, tmp_path):
+    """Same text, same GGUF pair: vlmkit's numbers within llama-perplexity's printed uncertainty."""
+    from vlmkit.zoo.llamacpp_source import llama_tool
+
+    text = tmp_path / "text.txt"
+    text.write_text(builtin_text(), encoding="utf-8")
+    theirs = _llama_perplexity_kld(llama_tool("llama-perplexity"), llama_ggufs["f32"], llama_ggufs["q4_0"], text,
+                                   tmp_path)
+    ours = compare(llama_ggufs["f32"], llama_ggufs["q4_0"], text, ctx=CTX).summary
+    kld, kld_unc = theirs["kld"]
+    assert kld > 2 * kld_unc > 0  # a measurable divergence, not noise around zero
+    assert abs(ours.kld_mean - kld) <= kld_unc, (ours.kld_mean, theirs["kld"])
+    assert abs(ours.ppl_cand - theirs["ppl_q"][0]) <= theirs["ppl_q"][1]
+    assert abs(ours.ppl_ref - theirs["ppl_base"][0]) <= theirs["ppl_base"][1]
+    assert abs(ours.same_top - theirs["same_top"][0]) <= theirs["same_top"][1]
