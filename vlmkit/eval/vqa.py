@@ -254,6 +254,7 @@ class _Journal:
             if self.out.is_file() and not partial.exists():
                 os.replace(self.out, partial)  # the finished file grows: continue it as a partial one
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            _drop_torn_line(partial)
             self.handle = open(partial, "a", encoding="utf-8")
         return self
 
@@ -274,6 +275,16 @@ class _Journal:
         self.handle.close()
         if kind is None:
             os.replace(_partial(self.out), self.out)
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut an interrupted run's half-written last line, so appended answers start on a line of their own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _progress(total: int, done: int, enabled: bool):
