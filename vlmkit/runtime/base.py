@@ -141,6 +141,12 @@ class Backend(Protocol):
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """Token ids of plain text (``add_special``: the BOS ... the tokenizer adds by default)."""
 
+    def text_prompt(self, ids: Sequence[int]) -> Prompt:
+        """A prompt of raw token ids (no chat template, no images) for ``generate_ids``."""
+
+    def special_ids(self) -> dict[str, int | None]:
+        """{"bos": id or None, "eos": id or None} of the vocabulary."""
+
     def bos_to_add(self) -> int | None:
         """The BOS id the tokenizer puts in front of a text, or None when it adds none."""
 

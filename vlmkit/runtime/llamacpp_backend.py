@@ -234,6 +234,12 @@ class LlamaCppBackend:
     def bos_to_add(self) -> int | None:
         return llamacpp_logits.bos_to_add(self)
 
+    def special_ids(self) -> dict[str, int | None]:
+        return llamacpp_logits.special_ids(self)
+
+    def text_prompt(self, ids: Sequence[int]) -> Prompt:
+        return Prompt(text="", n_tokens=len(ids), payload=list(ids))
+
     def encode(self, messages: Sequence[Message], images: Sequence[Any]) -> list[int]:
         return llamacpp_logits.encode(self, messages, images)
 

@@ -111,3 +111,10 @@ def bos_to_add(backend: Any) -> int | None:
         return None
     return int(llama_cpp.llama_vocab_bos(backend.vocab))
 
+
+
+def special_ids(backend: Any) -> dict[str, int | None]:
+    import llama_cpp
+
+    ids = {"bos": llama_cpp.llama_vocab_bos(backend.vocab), "eos": llama_cpp.llama_vocab_eos(backend.vocab)}
+    return {name: int(value) if value >= 0 else None for name, value in ids.items()}

@@ -233,6 +233,16 @@ class TransformersBackend:
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_special).input_ids)
 
+    def text_prompt(self, ids: Sequence[int]) -> Prompt:
+        """A prompt of raw token ids (no chat template), for ``generate_ids``."""
+        import torch
+
+        tensor = torch.tensor([list(ids)], device=self.device)
+        return Prompt(text="", n_tokens=len(ids), payload={"input_ids": tensor, "attention_mask": torch.ones_like(tensor)})
+
+    def special_ids(self) -> dict[str, int | None]:
+        return {"bos": self.tokenizer.bos_token_id, "eos": self.tokenizer.eos_token_id}
+
     def bos_to_add(self) -> int | None:
         bos = self.tokenizer.bos_token_id
         return bos if bos is not None and self.tokenize("a", True)[:1] == [bos] else None
