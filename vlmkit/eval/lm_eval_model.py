@@ -3,10 +3,9 @@
     python -m vlmkit.eval.lm_eval_model --model vlmkit --model_args model=out/q4/,backend=llamacpp --tasks ...
     import vlmkit.eval.lm_eval_model; lm_eval.simple_evaluate(model="vlmkit", model_args="model=demo", ...)
 
-lm-eval 0.4.13 finds models in its own registry only (no entry-point discovery), so this module registers
-``vlmkit`` there on import (``register_model``) and ``python -m vlmkit.eval.lm_eval_model`` is lm-eval's own
-command line with it registered; pyproject also declares the ``lm_eval.models`` entry point for versions that
-read one. Requests are scored the way lm-eval's ``HFLM`` scores them (context + continuation encoded whole, the
+lm-eval 0.4.13 finds models in its own registry only (no entry-point discovery, so a plain ``lm_eval --model
+vlmkit`` cannot see a third-party model): this module registers ``vlmkit`` there on import (``register_model``)
+and ``python -m vlmkit.eval.lm_eval_model`` is lm-eval's own command line with it registered. Requests are scored the way lm-eval's ``HFLM`` scores them (context + continuation encoded whole, the
 continuation being the tokens after the context's; rolling windows with a BOS-or-EOS prefix token), on the
 backends' teacher-forced ``logits``; ``generate_until`` is greedy through the backend's ``generate_ids``.
 """
@@ -16,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import lm_eval.models  # noqa: F401  (lm-eval fills its registry only when empty: keep its own models there)
 import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -88,7 +88,7 @@ class VlmkitLM(LM):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         params = SamplingParams(max_new_tokens=int(gen_kwargs.get("max_gen_toks", 256)), stop=tuple(until))
-        ids = self.backend.tokenize(context, True)[-(self.max_length - params.max_new_tokens):]
+        ids = self.backend.tokenize(context, False)[-(self.max_length - params.max_new_tokens):]  # as HFLM
         stream = StopTextStream(self.backend.decode, params.stop)
         tokens = self.backend.generate_ids(self.backend.text_prompt(ids), params)
         try:

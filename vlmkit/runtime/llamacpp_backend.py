@@ -227,7 +227,10 @@ class LlamaCppBackend:
             llama_cpp.llama_sampler_free(chain)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return native.detokenize(self.vocab, ids)
+        text = native.detokenize(self.vocab, ids)
+        # llama.cpp drops the first piece's "▁" space only when add_space_prefix is on, which prepend_first
+        # turns off (see PREPEND_SCHEME_KEY); transformers' Metaspace decoder drops it: do the same
+        return text[1:] if self.prepend_first and text.startswith(" ") else text
 
     # --- teacher-forced scoring (vlmkit.eval), in vlmkit.runtime.llamacpp_logits -----------------------
 
