@@ -1,5 +1,5 @@
 """GGUF export parity: each zoo LLM / VLM converted at f32 runs in llama.cpp with the same tokens and
-logits as transformers (the numbers come from vlmkit.gguf.verify, computed against both runtimes)."""
+logits as transformers (the numbers come from vlmkit.eval.verify, through the backends vlmkit run uses)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def test_f32_greedy_tokens_and_logits_match_transformers(f32_results, name):
     report = result.verify
     assert report.greedy_identical, report.as_dict()["greedy"]
     assert report.teacher.same_top1 >= 0.999
-    if result.arch == "llama":  # no runtime approximation on the text path: float32 rounding only
-        assert report.teacher.mean_kld <= 1e-8
-        assert report.teacher.max_abs_diff < 1e-3
+    if result.arch == "llama":  # on the text path only the runtime's f16 KV cache (what `vlmkit run` uses)
+        assert report.teacher.mean_kld <= 1e-6
+        assert report.teacher.max_abs_diff < 1e-2
     else:  # GPT-NeoX: ggml's fp16 GELU table; issue 4's bound at f32
         assert report.teacher.mean_kld <= 1e-4
 

@@ -42,7 +42,7 @@ class ConvertResult:
     dropped: dict[str, str]
     tokenizer: str
     seconds: float
-    verify: Any = None                      # vlmkit.gguf.verify.VerifyReport
+    verify: Any = None                      # vlmkit.eval.verify.VerifyReport
     verify_error: str | None = None         # a check that could not run: which, and why (output kept)
     notes: list[str] = field(default_factory=list)
 
@@ -241,10 +241,10 @@ def _check(name: str) -> Iterator[None]:
 
 
 def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | None, verbose: bool):
-    from vlmkit.gguf.verify import verify_lm
+    from vlmkit.eval.verify import verify_conversion
 
     with _check("the parity check (tokenizer, greedy tokens, logits; with an image for VLMs)"):
-        report = verify_lm(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
+        report = verify_conversion(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
     if result.mmproj_path is not None:
         with _check("the image-embedding check"):
             report.image = _verify_image(model_dir, tmp, verbose)

@@ -20,7 +20,7 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from vlmkit.metrics.kld import log_softmax
+from vlmkit.metrics.logits import log_softmax
 from vlmkit.runtime.base import SamplingParams
 from vlmkit.runtime.session import StopTextStream
 

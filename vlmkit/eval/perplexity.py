@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vlmkit.eval.compare import DEFAULT_CTX, chunks, read_text, scored_half
-from vlmkit.metrics.kld import log_softmax
+from vlmkit.metrics.logits import log_softmax
 from vlmkit.metrics.kld import perplexity as ppl_of
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from vlmkit.metrics.logits import log_softmax
+
 KLD_PERCENTILES = (("Maximum", 1.0), ("99.9%", 0.999), ("99.0%", 0.99), ("95.0%", 0.95), ("90.0%", 0.90),
                    ("Median", 0.5), ("10.0%", 0.10), ("5.0%", 0.05), ("1.0%", 0.01), ("0.1%", 0.001),
                    ("Minimum", 0.0))
@@ -50,12 +52,6 @@ class TokenStats:
             return TokenStats(empty, empty, empty, empty, empty.astype(bool), empty.astype(int))
         return TokenStats(*(np.concatenate([getattr(p, name) for p in parts]) for name in
                             ("nll_ref", "nll_cand", "kld", "p_diff", "same_top", "position")))
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def token_stats(ref: np.ndarray, cand: np.ndarray, targets: np.ndarray,

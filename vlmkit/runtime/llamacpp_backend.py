@@ -190,7 +190,7 @@ class LlamaCppBackend:
     def llama_text(self, text: str) -> str:
         """The text handed to llama.cpp's tokenizer: with ``prepend_scheme: "first"`` one leading space
         when the text opens with plain text (transformers' Metaspace adds "▁" only there)."""
-        if self.prepend_first and not native.starts_with_special(self.vocab, text):
+        if self.prepend_first and text and not native.starts_with_special(self.vocab, text):
             return " " + text
         return text
 
