@@ -108,7 +108,7 @@ def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = F
     typed = uses_typed_content(ref.chat_template())
     parts = []
     for q in _bar(questions, progress, "questions"):
-        prompt = ref.encode([user_message(q.question, 1, typed)], [q.image])
+        prompt = ref.encode([user_message(q.question, 1, typed, ref.image_placeholder)], [q.image])
         answer = ref.tokenize(q.answer, False)
         ids = prompt + answer
         a, b = ref.logits(ids, [q.image]), cand.logits(ids, [q.image])

@@ -28,7 +28,7 @@ class SpeedResult:
     new_tokens: int
     time_to_first_token_ms: float
     prefill_tokens_per_s: float
-    decode_tokens_per_s: float
+    decode_tokens_per_s: float | None  # None: the model stopped before a second token (no decode interval)
     image_encode_ms: float | None
     peak_rss_mb: float
 
@@ -58,8 +58,13 @@ def measure(model: str | os.PathLike, image: Any = None, runs: int = 5, max_new_
         new_tokens=int(statistics.median(r.completion_tokens for r in results)),
         time_to_first_token_ms=round(1000 * ttft, 2),
         prefill_tokens_per_s=round(statistics.median(r.prompt_tokens / r.time_to_first_token_s for r in results), 1),
-        decode_tokens_per_s=round(statistics.median(r.tokens_per_s for r in results), 1),
+        decode_tokens_per_s=_median_rate([r.tokens_per_s for r in results]),
         image_encode_ms=encode_ms, peak_rss_mb=round(peak_rss_mb(), 1))
+
+
+def _median_rate(rates: list[float | None]) -> float | None:
+    measured = [r for r in rates if r is not None]
+    return round(statistics.median(measured), 1) if measured else None
 
 
 def _encode_ms(backend: Any, image: Any, runs: int) -> float:

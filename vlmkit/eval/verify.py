@@ -131,21 +131,23 @@ def _text(hf: Any, ll: Any, n_tokens: int) -> tuple[list[GreedyCheck], LogitStat
 
 
 def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
-    """Greedy tokens with a test image at the tower's input size, and teacher-forced logits from the image on."""
+    """Greedy tokens with a non-square photo (each side resizes it as the checkpoint's processor does), and
+    teacher-forced logits from the image on."""
     from PIL import Image
 
-    from vlmkit.gguf.mmproj_verify import test_image
+    from vlmkit.gguf.mmproj_verify import verify_photo
     from vlmkit.runtime.prompt import user_message, uses_typed_content
 
-    image = Image.fromarray(test_image(int(hf.model.config.vision_config.image_size)))
-    messages = [user_message(QUESTION, 1, uses_typed_content(hf.chat_template()))]
+    photo, pixels = verify_photo()
+    image = Image.fromarray(pixels)
+    messages = [user_message(QUESTION, 1, uses_typed_content(hf.chat_template()), hf.image_placeholder)]
     ours = greedy(hf, hf.prepare(messages, [image]), n_tokens)
     theirs = greedy(ll, ll.prepare(messages, [image]), n_tokens)
     ids = hf.encode(messages, [image]) + ours
     after_image = ids.index(IMAGE)  # text rows from the image's place on
     ref, cand = hf.logits(ids, [image])[after_image:], ll.logits(ids, [image])[after_image:]
     same, first_diff = sequence_agreement(ours, theirs)
-    return {"prompt": QUESTION, "hf_tokens": ours, "gguf_tokens": theirs, "n_same": same,
+    return {"prompt": QUESTION, "image": photo, "hf_tokens": ours, "gguf_tokens": theirs, "n_same": same,
             "first_diff": first_diff, "teacher": logit_stats(ref, cand).as_dict()}
 
 
