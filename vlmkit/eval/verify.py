@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmkit.errors import UnsupportedError
+from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.eval.tokenizer_check import SentencePieceReference, TokenizerCheck, check_tokenizer
 from vlmkit.metrics.logits import LogitStats, logit_stats, sequence_agreement
 from vlmkit.runtime.base import IMAGE, SamplingParams
@@ -105,7 +105,11 @@ def verify_conversion(model_dir: Path, gguf_path: Path, dtype: str, *, n_tokens:
     from vlmkit.runtime.registry import open_backend
 
     hf = open_backend(reference_dir(model_dir), "transformers", "cpu", "f32", threads, verbose)
-    ll = open_backend(gguf_path, "llamacpp", "cpu", None, threads, verbose)
+    try:
+        ll = open_backend(gguf_path, "llamacpp", "cpu", None, threads, verbose)
+    except UnsupportedError as error:  # our own output that llama.cpp refuses: a failed check, not a skipped one
+        hf.close()
+        raise VlmkitError(error.path, error.reason) from None
     try:
         explain = SentencePieceReference.for_dir(tokenizer_dir(model_dir), hf.tokenizer)
         report = VerifyReport(dtype, check_tokenizer(hf, ll, TOKENIZER_CORPUS, explain), *_text(hf, ll, n_tokens))
