@@ -38,7 +38,7 @@ def test_unmapped_tensor_stops_with_its_name_and_leaves_nothing(zoo, tmp_path):
 
 
 def test_failure_during_write_leaves_no_output(zoo, tmp_path, monkeypatch):
-    import vlmkit.gguf.quantize as quantize_module
+    import vlmkit.llamacpp.quantize as quantize_module
 
     def broken(*args, **kwargs):
         raise VlmkitError(None, "quantizer exploded")

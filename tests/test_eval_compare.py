@@ -57,7 +57,7 @@ def test_demo_model_with_images_vs_its_f32_gguf(tmp_path):
 def _llama_perplexity(binary: Path, base: Path, cand: Path, text: Path, work: Path) -> dict[str, tuple[float, float]]:
     """llama-perplexity three times: the base's PPL (-f), its saved log-probs, then --kl-divergence; the
     summary numbers (value, printed uncertainty)."""
-    from vlmkit.gguf.llamacpp import extra_buffers_safe
+    from vlmkit.llamacpp.loading import extra_buffers_safe
 
     logits = work / "base.kld"
     common = ["-c", str(CTX), "-b", str(CTX), "-t", "2", "--no-warmup"] + ([] if extra_buffers_safe() else ["-nr"])

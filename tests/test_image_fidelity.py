@@ -57,7 +57,7 @@ def test_mtmd_sees_the_processor_pixels(model, tmp_path):
     """The zoo's random replicas answer the same words whatever the image, so the image rows themselves
     are compared: mtmd fed the original photo vs transformers' processor + tower on the same photo."""
     from vlmkit.convert import convert
-    from vlmkit.gguf.mmproj_verify import verify_image_embeddings
+    from vlmkit.eval.image_parity import verify_image_embeddings
     from vlmkit.hub import resolve_model
 
     convert(model, tmp_path / "gguf", dtype="f32", verify=False)
@@ -76,7 +76,7 @@ def test_model_pixels_are_the_processors(zoo):
     from transformers import AutoImageProcessor
 
     from vlmkit.gguf.mmproj import image_processor_json
-    from vlmkit.gguf.mtmd import ModelPixels
+    from vlmkit.llamacpp.mtmd import ModelPixels
 
     for name in ("llava-calm2-siglip", "llava-clip"):
         processor = AutoImageProcessor.from_pretrained(zoo(name))
@@ -134,7 +134,7 @@ def test_clip_difference_is_mtmds_image_rows(tmp_path):
     import numpy as np
 
     from vlmkit.convert import convert
-    from vlmkit.gguf.mtmd import MtmdEncoder
+    from vlmkit.llamacpp.mtmd import MtmdEncoder
 
     result = convert("zoo:llava-clip", tmp_path / "gguf", dtype="f32", verify=False)
     with vlmkit.load(tmp_path / "gguf", device="cpu") as gguf, \

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.eval.image_parity import verify_image_embeddings
 from vlmkit.gguf import mmproj as M
 
 ZOO = {"siglip": "llava-calm2-siglip", "clip": "llava-clip"}
@@ -39,7 +40,7 @@ def written(zoo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_models(written):
-    from vlmkit.gguf.mmproj_verify import _load_hf
+    from vlmkit.eval.image_parity import _load_hf
 
     return {kind: _load_hf(model_dir) for kind, (model_dir, _, _) in written.items()}
 
@@ -90,7 +91,7 @@ def test_mmproj_metadata_and_mapping(written, kind):
 def test_mmproj_embeddings_match_transformers(written, hf_models, kind):
     import llama_cpp  # noqa: F401  (missing fails, never skips)
     model_dir, out_dir, _ = written[kind]
-    report = M.verify_image_embeddings(model_dir, out_dir, model=hf_models[kind])
+    report = verify_image_embeddings(model_dir, out_dir, model=hf_models[kind])
     # image-token count: transformers' 'default' drops SigLIP's first patch (15), mtmd cannot (16)
     assert report["n_tokens_transformers"] == (15 if kind == "siglip" else 16)
     assert report["n_tokens"] == 16 and report["matched_tokens"] == 15
@@ -107,8 +108,8 @@ def test_clip_last_row_is_the_cls_output(written, hf_models):
     import llama_cpp  # noqa: F401  (missing fails, never skips)
     import torch
 
-    from vlmkit.gguf.mmproj_verify import _normalize, test_image
-    from vlmkit.gguf.mtmd import MtmdEncoder
+    from vlmkit.eval.image_parity import _normalize, test_image
+    from vlmkit.llamacpp.mtmd import MtmdEncoder
 
     model_dir, out_dir, _ = written["clip"]
     image = test_image(56)
@@ -130,14 +131,14 @@ def test_position_order_matters(written, hf_models, tmp_path, monkeypatch):
     model_dir, _, _ = written["clip"]
     monkeypatch.setattr(M, "_cls_last", lambda produce: produce)
     M.write_mmproj(model_dir, json.loads((model_dir / "config.json").read_text()), None, tmp_path / "mmproj.gguf")
-    report = M.verify_image_embeddings(model_dir, tmp_path, model=hf_models["clip"])
+    report = verify_image_embeddings(model_dir, tmp_path, model=hf_models["clip"])
     assert report["cosine"] < 0.999
 
 
 @pytest.mark.llamacpp
 def test_mmproj_f16_and_resize_effect(written, hf_models, tmp_path):
     import llama_cpp  # noqa: F401  (missing fails, never skips)
-    from vlmkit.gguf.mmproj_verify import test_image
+    from vlmkit.eval.image_parity import test_image
 
     model_dir, _, _ = written["siglip"]
     config = json.loads((model_dir / "config.json").read_text())
@@ -146,12 +147,12 @@ def test_mmproj_f16_and_resize_effect(written, hf_models, tmp_path):
     types = {t.name: t.tensor_type.name for t in _reader(tmp_path / "mmproj.gguf").tensors}
     assert types["v.blk.0.attn_q.weight"] == "F16" and types["v.blk.0.ln1.weight"] == "F32"
     # a square image at twice the size: mtmd's bicubic resize ~ the processor's (PIL bicubic)
-    report = M.verify_image_embeddings(model_dir, tmp_path, test_image(112), model=hf_models["siglip"])
+    report = verify_image_embeddings(model_dir, tmp_path, test_image(112), model=hf_models["siglip"])
     assert report["cosine"] > 1 - 1e-5
     assert report["resize"]["image_size"] == [112, 112] and report["resize"]["cosine"] > 1 - 1e-5
     # non-square: mtmd alone letterboxes onto a grey square where SigLIP's processor stretches; vlmkit hands
     # mtmd the processor's pixels (the mmproj carries its config), so both sides see the same picture
-    report = M.verify_image_embeddings(model_dir, tmp_path, test_image(97)[:, :80], model=hf_models["siglip"])
+    report = verify_image_embeddings(model_dir, tmp_path, test_image(97)[:, :80], model=hf_models["siglip"])
     assert report["cosine"] > 1 - 1e-5 and report["resize"]["cosine"] > 1 - 1e-5
 
 
@@ -161,8 +162,8 @@ def test_mmproj_loads_with_the_converted_text_model(zoo, tmp_path):
     gives the same embeddings as without the text model."""
     import llama_cpp  # noqa: F401  (missing fails, never skips)
     from vlmkit.convert import convert
-    from vlmkit.gguf.mmproj_verify import test_image
-    from vlmkit.gguf.mtmd import encode_image
+    from vlmkit.eval.image_parity import test_image
+    from vlmkit.llamacpp.mtmd import encode_image
 
     result = convert(zoo("llava-clip"), tmp_path / "out", dtype="f32", verify=False)
     image = test_image(56)
@@ -285,7 +286,7 @@ def test_siglip_full_last_layer_with_square_ffn(tmp_path):
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     result = M.write_mmproj(tmp_path / "hf", cfg, None, tmp_path / "out" / "mmproj.gguf")
     assert result.metadata["clip.vision.block_count"] == 2 and not any("deepest" in r for r in result.dropped.values())
-    report = M.verify_image_embeddings(tmp_path / "hf", tmp_path / "out", model=model)
+    report = verify_image_embeddings(tmp_path / "hf", tmp_path / "out", model=model)
     assert report["n_tokens"] == report["n_tokens_transformers"] == report["matched_tokens"] == 16
     assert report["cosine"] > 1 - 1e-6 and report["cosine_emulated"] > 1 - 1e-8, report
     assert report["max_abs_diff_emulated"] <= 5e-4 * report["ref_max_abs_emulated"], report
@@ -303,8 +304,8 @@ def test_decode_image_feeds_the_language_model_like_transformers(zoo, hf_models,
     from llama_cpp import mtmd_cpp
 
     from vlmkit.convert import convert
-    from vlmkit.gguf.mmproj_verify import _normalize, test_image
-    from vlmkit.gguf.mtmd import MtmdEncoder, decode_image
+    from vlmkit.eval.image_parity import _normalize, test_image
+    from vlmkit.llamacpp.mtmd import MtmdEncoder, decode_image
 
     model_dir = zoo("llava-calm2-siglip")
     result = convert(model_dir, tmp_path / "out", dtype="f32", verify=False)

@@ -151,7 +151,7 @@ def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, 
     conversion_id = uuid.uuid4().hex
     lm = write_lm_gguf(model_dir, config, float_path, float_type, source, conversion_id)
     if float_path.name != MODEL_FILE:
-        from vlmkit.gguf.quantize import quantize
+        from vlmkit.llamacpp.quantize import quantize
 
         quantize(float_path, tmp / MODEL_FILE, dtype, threads, verbose)
         float_path.unlink()
@@ -196,7 +196,7 @@ def _read_config(model_dir: Path) -> dict:
 
 
 def _runtimes_available() -> bool:
-    from vlmkit.gguf.llamacpp import available
+    from vlmkit.llamacpp.loading import available
 
     try:
         import transformers  # noqa: F401
@@ -254,7 +254,7 @@ def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | No
 def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
     """Image-embedding parity (mtmd vs transformers) from the mmproj helper's module, when present."""
     try:
-        from vlmkit.gguf.mmproj_verify import verify_image_embeddings, verify_photo
+        from vlmkit.eval.image_parity import verify_image_embeddings, verify_photo
     except ImportError:
         return None
     name, photo = verify_photo()

@@ -29,7 +29,7 @@ def quiet_transformers(verbose: bool = False) -> None:
 
 
 def quiet_llamacpp() -> None:
-    """llama.cpp's and mtmd's C-side logs kept off the terminal (``vlmkit.gguf.llamacpp`` owns the route)."""
-    from vlmkit.gguf.llamacpp import llama_cpp_quiet
+    """llama.cpp's and mtmd's C-side logs kept off the terminal (``vlmkit.llamacpp.loading`` owns the route)."""
+    from vlmkit.llamacpp.loading import llama_cpp_quiet
 
     llama_cpp_quiet(False)

@@ -84,9 +84,12 @@ def reference_dir(model_dir: Path) -> Path:
     that transformers cannot build (VILA-1.5's ``llava_llama``) its language model folder ``llm/``."""
     from transformers import CONFIG_MAPPING
 
-    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
-    if model_type not in CONFIG_MAPPING and (model_dir / "llm" / "config.json").exists():
-        return model_dir / "llm"
+    from vlmkit.families import family_for, text_dir
+
+    config = json.loads((model_dir / "config.json").read_text())
+    model_type, text = config.get("model_type"), text_dir(model_dir, family_for(config)[0])
+    if model_type not in CONFIG_MAPPING and (text / "config.json").exists():
+        return text
     if model_type not in CONFIG_MAPPING:
         raise UnsupportedError(model_dir, f"transformers cannot load model type {model_type!r} to verify against "
                                           "(use --no-verify)")
@@ -139,7 +142,7 @@ def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
     teacher-forced logits from the image on."""
     from PIL import Image
 
-    from vlmkit.gguf.mmproj_verify import verify_photo
+    from vlmkit.eval.image_parity import verify_photo
     from vlmkit.runtime.prompt import user_message, uses_typed_content
 
     photo, pixels = verify_photo()
@@ -156,11 +159,13 @@ def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
 
 
 def _explain(report: VerifyReport, gguf_path: Path) -> None:
+    from vlmkit.families import family_for_gguf_arch
+
     if report.greedy_identical:
         return
     if report.teacher_ok:
-        cause = ("ggml evaluates GELU through an fp16 lookup table on CPU" if _uses_gelu(gguf_path)
-                 else "a llama.cpp runtime approximation")
+        family = family_for_gguf_arch(_arch(gguf_path))
+        cause = (family and family.gguf_runtime_note) or "a llama.cpp runtime approximation"
         report.notes.append(
             f"greedy tokens differ, but teacher-forced statistics (mean KLD {report.teacher.mean_kld:.2e} <= "
             f"{MAX_MEAN_KLD:g}, same top-1 {report.teacher.same_top1:.2%}) show the conversion is exact: "
@@ -170,9 +175,8 @@ def _explain(report: VerifyReport, gguf_path: Path) -> None:
                             "the conversion is NOT exact")
 
 
-def _uses_gelu(gguf_path: Path) -> bool:
-    """Whether the GGUF's feed-forward is GELU (no gate tensor: GPT-NeoX / GPT-2 style MLPs)."""
+def _arch(gguf_path: Path) -> str:
     import gguf
 
-    names = {t.name for t in gguf.GGUFReader(gguf_path).tensors}
-    return "blk.0.ffn_up.weight" in names and "blk.0.ffn_gate.weight" not in names
+    field = gguf.GGUFReader(gguf_path).get_field("general.architecture")
+    return str(field.contents()) if field is not None else ""

@@ -36,7 +36,7 @@ def lossless_float(source: Checkpoint) -> str:
     return "f32"
 
 
-KEY_CONVERSION_ID = "vlmkit.conversion_id"
+from vlmkit.gguf_keys import KEY_CONVERSION_ID  # noqa: E402  (written here)
 """Stamped into model.gguf and mmproj.gguf by one ``vlmkit convert``: the runtime refuses a pair whose
 stamps differ (an mmproj left over from another conversion feeds the wrong embedding space)."""
 

@@ -38,7 +38,7 @@ needs, read from clip.cpp of llama-cpp-python 0.3.36:
   under each other's names for mtmd to swap back.
 * mtmd resizes images its own way (LLaVA: letterbox + bicubic); ``vlmkit.mmproj.image_processor`` keeps the
   checkpoint's image-processor config (JSON, as transformers loads it) so that vlmkit's runtime hands mtmd
-  that processor's pixels at the input size (``vlmkit.gguf.mtmd.ModelPixels``), where mtmd's resize is a no-op.
+  that processor's pixels at the input size (``vlmkit.llamacpp.mtmd.ModelPixels``), where mtmd's resize is a no-op.
 * the projector's activation is ggml's tanh GELU (erf GELU in transformers' default "gelu"); the tower's
   ``quick_gelu`` / tanh GELU / SiLU are selected with ``clip.use_gelu`` / ``clip.use_silu``.
 """
@@ -71,10 +71,8 @@ FILE_TYPES = {GT.F32: gguf.LlamaFileType.ALL_F32, GT.F16: gguf.LlamaFileType.MOS
 # Keys gguf-py 0.19 has no constant for (values from tools/mtmd/clip-impl.h).
 KEY_FEATURE_LAYERS = "clip.vision.feature_layer"      # KEY_FEATURE_LAYERS
 PROJECTOR_MLP = "mlp"                                  # PROJECTOR_TYPE_MLP
-KEY_POSITION_ORDER = "vlmkit.mmproj.position_order"   # ours: documents the CLS-last table below
-KEY_LLAMACPP_ROWS = "vlmkit.mmproj.llamacpp_rows"     # ours: [start, stop) of mtmd rows that equal ...
-KEY_HF_ROWS = "vlmkit.mmproj.hf_rows"                 # ... transformers' image-feature rows [start, stop)
-KEY_IMAGE_PROCESSOR = "vlmkit.mmproj.image_processor"  # ours: the checkpoint's image processor config (JSON)
+from vlmkit.gguf_keys import (  # noqa: E402  (written here)
+    KEY_HF_ROWS, KEY_IMAGE_PROCESSOR, KEY_LLAMACPP_ROWS, KEY_POSITION_ORDER)
 
 # HF activation -> (clip.* flag, exact in ggml?). ggml's gelu is the tanh form (CPU: fp16 lookup table).
 TOWER_ACTS = {"quick_gelu": (None, True), "gelu_pytorch_tanh": ("gelu", True), "gelu_new": ("gelu", True),
@@ -306,7 +304,7 @@ def _metadata(hp: dict[str, Any], gtype: GT, name: str) -> dict[str, Any]:
         meta[cv.USE_SILU] = True
     if hp["has_cls"]:
         meta[KEY_POSITION_ORDER] = "patches,cls"
-    if hp["image_processor"]:   # vlmkit's runtime resizes / crops / pads as the processor does (vlmkit.gguf.mtmd)
+    if hp["image_processor"]:   # vlmkit's runtime resizes / crops / pads as the processor does (vlmkit.llamacpp.mtmd)
         meta[KEY_IMAGE_PROCESSOR] = hp["image_processor"]
     return meta
 
@@ -488,15 +486,3 @@ def _kv_adder(metadata: dict[str, Any]) -> Callable[[gguf.GGUFWriter], None]:
             else:
                 writer.add_array(key, [float(v) for v in value])
     return add
-
-
-def verify_image_embeddings(model_dir: Path, gguf_path: Path, image=None, **kwargs) -> dict[str, Any]:
-    """llama.cpp's image embeddings vs transformers' (see ``vlmkit.gguf.mmproj_verify``). ``gguf_path``: the
-    output directory (mmproj.gguf, model.gguf) or the mmproj file; a ``.gguf`` path given as ``image`` is
-    taken as the text model (callers written as ``(model_dir, mmproj, model)``)."""
-    from vlmkit.gguf.mmproj_verify import verify_image_embeddings as verify
-
-    if isinstance(image, (str, os.PathLike)) and str(image).endswith(".gguf"):
-        kwargs.setdefault("text_model", image)
-        image = None
-    return verify(model_dir, gguf_path, image, **kwargs)

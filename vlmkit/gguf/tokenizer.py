@@ -5,7 +5,7 @@ Follows llama.cpp's converter (``_set_vocab_sentencepiece``, ``_set_vocab_gpt2``
 part is ``match_pre_tokenizer``: llama.cpp names a byte-level BPE pre-tokenizer by hashing the token ids
 of a probe string, which fails for any newly trained vocabulary (calm2's, the zoo's); instead the
 ``pre_tokenizer`` declared in tokenizer.json (its split regex and ByteLevel settings) is matched to the
-llama.cpp pre-tokenizer type that runs the same regex. ``vlmkit.gguf.verify`` proves each match by
+llama.cpp pre-tokenizer type that runs the same regex. ``vlmkit.eval.verify`` proves each match by
 tokenizing an English + Japanese corpus with both libraries.
 """
 
@@ -21,7 +21,7 @@ import gguf
 from vlmkit.errors import UnsupportedError
 
 TT = gguf.TokenType
-KEY_PREPEND_SCHEME = "vlmkit.tokenizer.prepend_scheme"
+from vlmkit.gguf_keys import KEY_PREPEND_SCHEME  # noqa: E402  (written here)
 """``"first"`` when tokenizer.json's Metaspace has ``prepend_scheme: "first"`` (transformers 5's converted
 sentencepiece tokenizers): "▁" only at the start of the whole text. llama.cpp's ``add_space_prefix`` adds
 it after every special token too and has no key for "first"; vlmkit's run backend reads this one."""

@@ -3,13 +3,13 @@
 The prompt is the GGUF's ``tokenizer.chat_template`` rendered by transformers' own Jinja renderer,
 so both backends see the same text; images go through mtmd (llama.cpp's multimodal library), the
 template's image text (``<image>``) replaced by mtmd's media marker. Sampling uses a sampler chain
-ordered like transformers' logits processors (see ``llamacpp_native.sampler_chain``).
+ordered like transformers' logits processors (see ``vlmkit.llamacpp.native.sampler_chain``).
 
 Residual differences from transformers at equal settings: the random draws (std::mt19937 vs torch:
 the same seed gives different samples, each reproducible on its backend), top-k ties (llama.cpp keeps
 exactly k, transformers every logit equal to the k-th), top-p at exactly the boundary, and float
 rounding (ggml's fp16 GELU table and f16 KV cache, quantized weights). Images are resized by the
-checkpoint's own image processor before mtmd sees them (``vlmkit.gguf.mtmd.ModelPixels``).
+checkpoint's own image processor before mtmd sees them (``vlmkit.llamacpp.mtmd.ModelPixels``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
-from vlmkit.gguf.llamacpp import load_model, model_params
-from vlmkit.gguf.tokenizer import KEY_PREPEND_SCHEME
+from vlmkit.llamacpp.loading import bindings, load_model, model_params
+from vlmkit.gguf_keys import KEY_CONVERSION_ID, KEY_PREPEND_SCHEME
 from vlmkit.runtime import llamacpp_logits
-from vlmkit.runtime import llamacpp_native as native
+from vlmkit.llamacpp import native
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import (
     add_special_tokens,
@@ -57,11 +57,7 @@ class LlamaCppBackend:
 
     def __init__(self, model_path: Path, mmproj: Path | None = None, device: str = "auto",
                  threads: int | None = None, verbose: bool = False):
-        try:
-            import llama_cpp
-        except ImportError:
-            raise UnsupportedError(model_path, "the llama.cpp backend needs llama-cpp-python "
-                                               "(pip install 'vlmkit[llamacpp]')") from None
+        llama_cpp = bindings()  # UnsupportedError naming the pip extra when llama-cpp-python is missing
         native.install_log(verbose)
         self.path, self.mmproj_path, self.mtmd = Path(model_path), mmproj, None
         self.threads = threads or 0
@@ -74,7 +70,7 @@ class LlamaCppBackend:
         self.template = native.meta_str(self.model, "tokenizer.chat_template")
         self.special = self._special_tokens(llama_cpp)
         if mmproj is not None:
-            from vlmkit.runtime.llamacpp_mtmd import Mtmd
+            from vlmkit.llamacpp.mtmd_prompt import Mtmd
 
             self._check_pair(Path(mmproj))
 
@@ -87,8 +83,6 @@ class LlamaCppBackend:
     def _check_pair(self, mmproj: Path) -> None:
         """Refuse an mmproj stamped by another ``vlmkit convert`` than the model (its embeddings are for
         another language model, or an older conversion of this one)."""
-        from vlmkit.gguf.export import KEY_CONVERSION_ID
-
         ours, theirs = gguf_field(self.path, KEY_CONVERSION_ID), gguf_field(mmproj, KEY_CONVERSION_ID)
         if ours and theirs and ours != theirs:
             self.close()
@@ -199,7 +193,7 @@ class LlamaCppBackend:
 
     def _evaluate(self, prompt: Prompt) -> list[int]:
         """Fill the KV cache with the prompt; return the token ids seen (for the penalty window)."""
-        import llama_cpp
+        llama_cpp = bindings()
 
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         if isinstance(prompt.payload, list):
@@ -208,7 +202,7 @@ class LlamaCppBackend:
         return self.mtmd.evaluate(prompt.payload, self.ctx, self.n_batch)
 
     def generate_ids(self, prompt: Prompt, params: SamplingParams) -> Iterator[int]:
-        import llama_cpp
+        llama_cpp = bindings()
 
         seen = self._evaluate(prompt)
         chain = native.sampler_chain(self.n_vocab, self.n_ctx, params)
@@ -255,7 +249,7 @@ class LlamaCppBackend:
         return llamacpp_logits.image_rows(self.mtmd, image, self.image_text or "<image>")
 
     def close(self) -> None:
-        import llama_cpp
+        llama_cpp = bindings()
 
         if self.mtmd is not None:
             self.mtmd.close()

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.llamacpp.loading import bindings
 from vlmkit.runtime.base import IMAGE
 
 
 def decode_all(ctx: Any, tokens: Sequence[int], n_past: int, n_batch: int, n_vocab: int) -> np.ndarray:
     """Evaluate ``tokens`` at positions ``n_past..``; the logits of every one, ``[len(tokens), n_vocab]``."""
-    import llama_cpp
+    llama_cpp = bindings()
 
     out = []
     for start in range(0, len(tokens), n_batch):
@@ -45,7 +46,7 @@ def decode_all(ctx: Any, tokens: Sequence[int], n_past: int, n_batch: int, n_voc
 
 def image_rows(mtmd: Any, image: Any, image_text: str) -> np.ndarray:
     """The rows the run backend feeds the text model for ``image`` (``[rows, n_embd]`` float32)."""
-    from vlmkit.gguf.mtmd import encode_chunk, to_transformers_rows
+    from vlmkit.llamacpp.mtmd import encode_chunk, to_transformers_rows
 
     lib = mtmd.lib
     chunks = mtmd.tokenize(mtmd.marker, [image], False, image_text)
@@ -61,9 +62,9 @@ def image_rows(mtmd: Any, image: Any, image_text: str) -> np.ndarray:
 
 def teacher_forced(backend: Any, token_ids: Sequence[int], images: Sequence[Any]) -> np.ndarray:
     """``Backend.logits`` for ``LlamaCppBackend`` (see ``vlmkit.runtime.base.Backend.logits``)."""
-    import llama_cpp
+    llama_cpp = bindings()
 
-    from vlmkit.gguf.mtmd import decode_image
+    from vlmkit.llamacpp.mtmd import decode_image
 
     ids = list(token_ids)
     if ids.count(IMAGE) != len(images):
@@ -105,7 +106,7 @@ def encode(backend: Any, messages: Sequence[Any], images: Sequence[Any]) -> list
 
 
 def bos_to_add(backend: Any) -> int | None:
-    import llama_cpp
+    llama_cpp = bindings()
 
     if not llama_cpp.llama_vocab_get_add_bos(backend.vocab):
         return None
@@ -114,7 +115,7 @@ def bos_to_add(backend: Any) -> int | None:
 
 
 def special_ids(backend: Any) -> dict[str, int | None]:
-    import llama_cpp
+    llama_cpp = bindings()
 
     ids = {"bos": llama_cpp.llama_vocab_bos(backend.vocab), "eos": llama_cpp.llama_vocab_eos(backend.vocab)}
     return {name: int(value) if value >= 0 else None for name, value in ids.items()}

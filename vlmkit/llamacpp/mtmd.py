@@ -106,7 +106,7 @@ class ModelPixels:
         """From the mmproj's ``vlmkit.mmproj.image_processor`` key; None for mmprojs without it."""
         import gguf
 
-        from vlmkit.gguf.mmproj import KEY_IMAGE_PROCESSOR
+        from vlmkit.gguf_keys import KEY_IMAGE_PROCESSOR
 
         field = gguf.GGUFReader(mmproj).get_field(KEY_IMAGE_PROCESSOR)
         return cls(json.loads(str(field.contents()))) if field is not None else None
@@ -117,7 +117,7 @@ class MtmdEncoder:
 
     def __init__(self, mmproj: str | Path, text_model: str | Path | None = None,
                  threads: int | None = None, flash_attn: bool | None = None, verbose: bool = False):
-        from vlmkit.gguf.llamacpp import llama_cpp_quiet
+        from vlmkit.llamacpp.loading import llama_cpp_quiet
 
         self._llama = llama_cpp_quiet(verbose)  # also routes clip.cpp / mtmd's per-tensor log
         from llama_cpp import mtmd_cpp
@@ -142,7 +142,7 @@ class MtmdEncoder:
         self.pixels = ModelPixels.for_mmproj(self.mmproj)
 
     def _load_text_model(self, path: str | Path):
-        from vlmkit.gguf.llamacpp import load_model, model_params
+        from vlmkit.llamacpp.loading import load_model, model_params
 
         # mtmd reads n_embd and the vocabulary, never the weights
         return load_model(path, model_params(vocab_only=True))
@@ -212,7 +212,7 @@ def mmproj_layout(mmproj: Path) -> tuple[int, tuple[list[int], list[int]] | None
     mmproj files, which of its rows equal which transformers rows. Read with gguf-py."""
     import gguf
 
-    from vlmkit.gguf.mmproj import KEY_HF_ROWS, KEY_LLAMACPP_ROWS
+    from vlmkit.gguf_keys import KEY_HF_ROWS, KEY_LLAMACPP_ROWS
 
     reader = gguf.GGUFReader(mmproj)
     field = reader.get_field(gguf.Keys.ClipVision.PROJECTION_DIM)

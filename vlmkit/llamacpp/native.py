@@ -11,7 +11,7 @@ import ctypes
 from collections.abc import Sequence
 from typing import Any
 
-from vlmkit.gguf.llamacpp import install_log, last_error  # noqa: F401  (the one llama.cpp log route)
+from vlmkit.llamacpp.loading import install_log, last_error  # noqa: F401  (the one llama.cpp log route)
 
 
 def kv_overrides(values: dict[str, bool]) -> Any:

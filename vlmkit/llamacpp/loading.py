@@ -1,7 +1,7 @@
 """The one place vlmkit loads llama.cpp: import llama-cpp-python, route its logs, load models safely.
 
-Used by ``vlmkit convert`` (quantize, --verify through ``llama_cpp.Llama``), the mmproj checks (mtmd) and
-the run backend (C API). Two things every caller needs and llama-cpp-python does not give:
+Used by the run backend (C API, through ``bindings()``), ``vlmkit convert``'s quantize step, mtmd and the
+checks of ``vlmkit.eval``. Two things every caller needs and llama-cpp-python does not give:
 
 - quiet logs: llama.cpp prints every loaded tensor; one log callback (llama.cpp and mtmd) drops them
   unless verbose, but keeps the last lines so an error can quote the loader's complaint (``last_error``);
@@ -43,6 +43,12 @@ def llama_cpp_quiet(verbose: bool | None = False):
         raise UnsupportedError(None, "llama-cpp-python is not installed (pip install 'vlmkit[llamacpp]')") from None
     install_log(verbose)
     return llama_cpp
+
+
+def bindings():
+    """The ``llama_cpp`` module for callers outside ``vlmkit.llamacpp`` (the runtime's C-API calls): loaded
+    here, once, with the log route installed, so no other module imports llama-cpp-python itself."""
+    return llama_cpp_quiet(None)
 
 
 def install_log(verbose: bool | None) -> None:
@@ -117,28 +123,3 @@ def load_model(path: str | Path, params: Any | None = None, verbose: bool | None
     if not model:
         raise VlmkitError(path, f"llama.cpp could not load this model: {last_error()}")
     return model
-
-
-def open_llama(path, *, verbose: bool = False, extra_buffers: bool | None = None, **kwargs):
-    """``llama_cpp.Llama(path, **kwargs)``, quiet, with ``use_extra_bufts`` from ``model_params``.
-
-    ``Llama`` has no argument for ``use_extra_bufts`` (and ignores ``kwargs`` it does not know), so
-    the default-params factory it calls is wrapped while the model loads.
-    """
-    llama_cpp = llama_cpp_quiet(verbose)
-    from llama_cpp import llama as llama_module
-
-    original = llama_module.llama_cpp.llama_model_default_params
-    use_extra = extra_buffers_safe() if extra_buffers is None else extra_buffers
-
-    def params():
-        p = original()
-        p.use_extra_bufts = use_extra
-        return p
-
-    llama_module.llama_cpp.llama_model_default_params = params
-    try:
-        with quiet_fds(verbose):
-            return llama_cpp.Llama(str(path), verbose=verbose, **kwargs)
-    finally:
-        llama_module.llama_cpp.llama_model_default_params = original

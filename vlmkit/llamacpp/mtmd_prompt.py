@@ -2,12 +2,12 @@
 
 Images reach mtmd as RGB bytes of the PIL image vlmkit already decoded, not as a file name: mtmd's own
 decoder would be a second reader. For mmprojs written by ``vlmkit convert`` those bytes are first resized /
-cropped / padded by the checkpoint's own image processor (``vlmkit.gguf.mtmd.ModelPixels``), so a 4:3 photo
+cropped / padded by the checkpoint's own image processor (``vlmkit.llamacpp.mtmd.ModelPixels``), so a 4:3 photo
 becomes the pixels transformers sees and mtmd's own resize is the identity.
 
 For mmprojs written by ``vlmkit convert`` (they declare which mtmd rows equal which transformers rows),
 image chunks are encoded by mtmd but fed to the text model as transformers' rows (SigLIP + "default"
-feature select: transformers drops patch 0, mtmd keeps it) with ``vlmkit.gguf.mtmd``'s
+feature select: transformers drops patch 0, mtmd keeps it) with ``vlmkit.llamacpp.mtmd``'s
 ``to_transformers_rows`` / ``decode_image``, the same code ``vlmkit convert --verify`` checks; other
 mmprojs go through mtmd's own ``mtmd_helper_eval_chunks``.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vlmkit.errors import UnsupportedError, VlmkitError
-from vlmkit.runtime import llamacpp_native as native
+from vlmkit.llamacpp import native
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Mtmd:
         self.vocab = llama_cpp.llama_model_get_vocab(text_model)
         self.n_embd = llama_cpp.llama_model_n_embd(text_model)
         self.rows = _rows_map(self.path)
-        from vlmkit.gguf.mtmd import ModelPixels
+        from vlmkit.llamacpp.mtmd import ModelPixels
 
         self.pixels = ModelPixels.for_mmproj(self.path)
 
@@ -66,7 +66,7 @@ class Mtmd:
         """How many rows an image chunk of ``n`` mtmd tokens feeds the text model."""
         if self.rows is None:
             return n
-        from vlmkit.gguf.mtmd import to_transformers_rows
+        from vlmkit.llamacpp.mtmd import to_transformers_rows
 
         return len(to_transformers_rows(np.arange(n), *self.rows))
 
@@ -148,7 +148,7 @@ class Mtmd:
     def _evaluate_rows(self, chunks: Chunks, lctx: Any, n_batch: int) -> int:
         """Text chunks as tokens, image chunks as transformers' rows of mtmd's embeddings (LLaVA-style
         models only: plain positions, causal attention); returns the positions filled."""
-        from vlmkit.gguf.mtmd import decode_image, encode_chunk, to_transformers_rows
+        from vlmkit.llamacpp.mtmd import decode_image, encode_chunk, to_transformers_rows
 
         lib, n_past, parts = self.lib, 0, self._chunks(chunks.handle)
         for i, chunk in enumerate(parts):
@@ -170,7 +170,7 @@ class Mtmd:
 
 def _rows_map(mmproj: Path) -> tuple[list[int], list[int]] | None:
     """The mmproj's declared mtmd-row -> transformers-row map (``vlmkit convert`` writes it), or None."""
-    from vlmkit.gguf.mtmd import mmproj_layout
+    from vlmkit.llamacpp.mtmd import mmproj_layout
 
     try:
         return mmproj_layout(mmproj)[1]

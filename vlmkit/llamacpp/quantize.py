@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vlmkit.constants import output_type
 from vlmkit.errors import VlmkitError
-from vlmkit.gguf.llamacpp import llama_cpp_quiet, quiet_fds
+from vlmkit.llamacpp.loading import llama_cpp_quiet, quiet_fds
 
 def quantize(src: Path, dst: Path, dtype: str, threads: int | None = None, verbose: bool = False) -> None:
     llama_cpp = llama_cpp_quiet(verbose)

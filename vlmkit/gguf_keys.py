@@ -1,0 +1,15 @@
+"""vlmkit's own GGUF metadata keys: written by the exporter (``vlmkit.gguf``), read by the llama.cpp runtime and
+``vlmkit.llamacpp``. One module both sides import, so neither imports the other."""
+
+KEY_PREPEND_SCHEME = "vlmkit.tokenizer.prepend_scheme"
+"""sentencepiece tokenizers with Metaspace ``prepend_scheme: "first"`` (see ``LlamaCppBackend``)."""
+KEY_CONVERSION_ID = "vlmkit.conversion_id"
+"""Stamped into model.gguf and mmproj.gguf by one conversion: a mismatched pair is refused."""
+KEY_POSITION_ORDER = "vlmkit.mmproj.position_order"
+"""Documents the CLS-last position table of CLIP towers."""
+KEY_LLAMACPP_ROWS = "vlmkit.mmproj.llamacpp_rows"
+"""[start, stop) of mtmd's image rows that equal ..."""
+KEY_HF_ROWS = "vlmkit.mmproj.hf_rows"
+"""... transformers' image-feature rows [start, stop)."""
+KEY_IMAGE_PROCESSOR = "vlmkit.mmproj.image_processor"
+"""The checkpoint's image-processor config (JSON): the runtime resizes / crops / pads as it does."""
