@@ -147,9 +147,13 @@ def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
 
     photo, pixels = verify_photo()
     image = Image.fromarray(pixels)
-    messages = [user_message(QUESTION, 1, uses_typed_content(hf.chat_template()), hf.image_placeholder)]
+
+    def turn(backend: Any) -> list[dict]:  # string-content templates hold each backend's own image text
+        return [user_message(QUESTION, 1, uses_typed_content(backend.chat_template()), backend.image_placeholder)]
+
+    messages = turn(hf)
     ours = greedy(hf, hf.prepare(messages, [image]), n_tokens)
-    theirs = greedy(ll, ll.prepare(messages, [image]), n_tokens)
+    theirs = greedy(ll, ll.prepare(turn(ll), [image]), n_tokens)
     ids = hf.encode(messages, [image]) + ours
     after_image = ids.index(IMAGE)  # text rows from the image's place on
     ref, cand = hf.logits(ids, [image])[after_image:], ll.logits(ids, [image])[after_image:]
