@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vlmkit.convert import convert
-from vlmkit.eval.compare import builtin_text, compare
+from vlmkit.eval.compare import compare
 
 pytestmark = pytest.mark.llamacpp
 CTX = 64

@@ -51,7 +51,7 @@ def compare_command(
         return
     typer.echo(f"{result.summary.n_tokens} tokens scored on {data}\n{format_summary(result.summary)}")
     tok = result.tokenizer
-    typer.echo(f"tokenizers: {tok['same']}/{tok['texts']} texts give the same ids")
+    typer.echo(f"tokenizers: {tok['n_same']}/{tok['n_texts']} texts give the same ids")
     if result.image_embeddings:
         typer.echo(f"image embeddings: {json.dumps(result.image_embeddings)}")
     for note in result.notes:

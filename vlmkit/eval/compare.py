@@ -12,7 +12,7 @@ outputs are compared (cosine, max |diff|) when both sides have one. Statistics: 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,19 @@ def scored_half(ctx: int) -> slice:
     return slice(ctx // 2, ctx - 1)
 
 
+def _pair(ref: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if ref.shape != cand.shape:
+        raise UnsupportedError(None, f"the two models' logits differ in shape ({list(ref.shape)} vs "
+                                     f"{list(cand.shape)}): not the same vocabulary")
+    return ref, cand
+
+
 def compare_text(ref: Any, cand: Any, text: str, ctx: int = DEFAULT_CTX, progress: bool = False) -> TokenStats:
     tokens = ref.tokenize(text, True)
     rows, parts = scored_half(ctx), []
     all_chunks = list(chunks(tokens, ctx, ref.bos_to_add()))
     for chunk in _bar(all_chunks, progress, "chunks"):
-        a, b = ref.logits(chunk), cand.logits(chunk)
+        a, b = _pair(ref.logits(chunk), cand.logits(chunk))
         parts.append(token_stats(a[rows], b[rows], np.array(chunk[rows.start + 1:ctx]),
                                  np.arange(rows.start, rows.stop)))
     return TokenStats.join(parts)
@@ -111,7 +118,7 @@ def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = F
         prompt = ref.encode([user_message(q.question, 1, typed, ref.image_placeholder)], [q.image])
         answer = ref.tokenize(q.answer, False)
         ids = prompt + answer
-        a, b = ref.logits(ids, [q.image]), cand.logits(ids, [q.image])
+        a, b = _pair(ref.logits(ids, [q.image]), cand.logits(ids, [q.image]))
         n_text = len(ids) - 1  # rows = text tokens; the answer's tokens are predicted by the last len(answer) rows
         rows = slice(n_text - len(answer), n_text)
         parts.append(token_stats(a[rows], b[rows], np.array(answer), np.arange(len(answer))))
@@ -136,12 +143,6 @@ def image_embedding_agreement(ref: Any, cand: Any, images: list[Any]) -> dict[st
     return worst
 
 
-def tokenizer_agreement(ref: Any, cand: Any, texts: Sequence[str]) -> dict[str, Any]:
-    """Do the two tokenizers give the same ids (with their default special tokens) on ``texts``?"""
-    differ = [t for t in texts if ref.tokenize(t, True) != cand.tokenize(t, True)]
-    return {"texts": len(texts), "same": len(texts) - len(differ), "differing": differ}
-
-
 def _bar(items: list, enabled: bool, unit: str):
     from tqdm import tqdm
 
@@ -162,11 +163,10 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
                      limit: int | None = None, progress: bool = False, names: tuple[str, str] = ("ref", "cand")
                      ) -> CompareResult:
     """:func:`compare` on two already loaded backends."""
+    from vlmkit.eval.tokenizer_check import check_tokenizer
     from vlmkit.gguf.corpus import TOKENIZER_CORPUS
 
-    if getattr(ref, "n_vocab", None) and getattr(cand, "n_vocab", None) and ref.n_vocab != cand.n_vocab:
-        raise UnsupportedError(None, f"the vocabularies differ ({ref.n_vocab} vs {cand.n_vocab} tokens)")
-    tokenizer = tokenizer_agreement(ref, cand, TOKENIZER_CORPUS)
+    tokenizer = check_tokenizer(ref, cand, TOKENIZER_CORPUS).as_dict()
     if is_image_source(data):
         from vlmkit.eval.vqa import load_questions
 
