@@ -95,6 +95,7 @@ def test_q4_0_kld_agrees_with_llama_perplexity(tmp_path):
     kld, kld_unc = theirs["kld"]
     assert kld > 2 * kld_unc > 0  # a measurable divergence, not noise around zero
     assert abs(ours.kld_mean - kld) <= kld_unc, (ours.kld_mean, theirs["kld"])
+    assert ours.kld_mean == pytest.approx(kld, rel=1e-2)  # the same computation: far closer than the noise
     assert abs(ours.ppl_cand - theirs["ppl_q"][0]) <= theirs["ppl_q"][1]
     assert abs(ours.ppl_ref - theirs["ppl_base"][0]) <= theirs["ppl_base"][1]
     assert abs(ours.same_top - theirs["same_top"][0]) <= theirs["same_top"][1]

@@ -131,13 +131,10 @@ def _rows(meta: dict[str, Any]) -> tuple[list[int], list[int]]:
 
 
 def _load_hf(model_dir: Path):
-    import torch
-    from transformers import LlavaForConditionalGeneration
-    from transformers.utils import logging as hf_logging
+    """The fp32 model as the transformers backend loads it (the one place vlmkit loads HF models)."""
+    from vlmkit.runtime.transformers_backend import TransformersBackend
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    return LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return TransformersBackend(Path(model_dir), device="cpu", dtype="f32").model
 
 
 def _normalize(pixels: np.ndarray, mean: list[float], std: list[float]):
