@@ -23,6 +23,7 @@ VERBS = {
     "convert": lambda model, out: ["convert", model, "--out", out, "--no-verify"],
     "run": lambda model, out: ["run", model, "--prompt", "hi", "--max-new-tokens", "2"],
     "diff": lambda model, out: ["diff", model, model, "--report", out],
+    "eval": lambda model, out: ["eval", "vqa", model, "--limit", "1", "--out", out],
 }
 
 

@@ -18,6 +18,7 @@ Threads = Annotated[Optional[int], typer.Option(help="CPU threads.")]
 Verbose = Annotated[bool, typer.Option(help="Show third-party logs and tracebacks.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Report = Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report here.")]
+Download = Annotated[bool, typer.Option(help="Fetch a hub id that is not in the local HF cache.")]
 
 
 def _echo_json(data: dict) -> None:
@@ -33,7 +34,7 @@ def compare_command(
     ctx: Annotated[int, typer.Option(help="Text chunk length (llama-perplexity's -c).")] = 512,
     limit: Annotated[Optional[int], typer.Option(help="Image sets: score the first N questions.")] = None,
     ref_backend: Backend = "auto", cand_backend: Backend = "auto", threads: Threads = None,
-    as_json: AsJson = False, report: Report = None, verbose: Verbose = False,
+    as_json: AsJson = False, report: Report = None, verbose: Verbose = False, download: Download = False,
 ) -> None:
     """KL divergence, PPL ratio, Δp and same-top-p of CAND against REF on the same token ids (llama-perplexity's
     statistics and chunking); tokenizer and image-embedding agreement."""
@@ -41,7 +42,7 @@ def compare_command(
     from vlmkit.metrics.kld import format_summary
 
     result = compare(ref, cand, data, ctx, limit, ref_backend, cand_backend, threads, progress=not as_json,
-                     verbose=verbose)
+                     verbose=verbose, download=download)
     if report:
         from vlmkit.eval.report import write_report
 
@@ -70,13 +71,14 @@ def vqa_command(
     batch_size: Annotated[int, typer.Option(help="Questions per batch (transformers; 1 = one at a time).")] = 50,
     markdown: Annotated[bool, typer.Option(help="Print the score table as Markdown (the README's).")] = False,
     threads: Threads = None, as_json: AsJson = False, report: Report = None, verbose: Verbose = False,
+    download: Download = False,
 ) -> None:
     """Answer a VQA set greedily and score it MME's way (acc, acc+, score per category; perception /
     cognition sums for MME's categories); warns when the set overlaps the model's calibration record."""
     from vlmkit.eval.vqa import markdown_table, run_vqa
 
     result = run_vqa(model, data, backend, limit, out, against, threads, progress=not (as_json or markdown),
-                     batch_size=batch_size, verbose=verbose)
+                     batch_size=batch_size, verbose=verbose, download=download)
     if report:
         from vlmkit.eval.report import write_report
 
@@ -129,11 +131,12 @@ def perplexity_command(
     data: Annotated[str, typer.Option(help="A UTF-8 text file, or 'corpus' (built-in text).")] = "corpus",
     ctx: Annotated[int, typer.Option(help="Chunk length (llama-perplexity's -c).")] = 512,
     backend: Backend = "auto", threads: Threads = None, as_json: AsJson = False, verbose: Verbose = False,
+    download: Download = False,
 ) -> None:
     """Perplexity with llama-perplexity's chunking (second half of each chunk scored)."""
     from vlmkit.eval.perplexity import perplexity
 
-    result = perplexity(model, data, ctx, backend, threads, verbose)
+    result = perplexity(model, data, ctx, backend, threads, verbose, download)
     if as_json:
         _echo_json(result.as_dict())
     else:
@@ -148,13 +151,13 @@ def speed_command(
     runs: Annotated[int, typer.Option(help="Timed runs (the median is reported; one warm-up run before).")] = 5,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per run.")] = 32,
     backend: Backend = "auto", threads: Threads = None, as_json: AsJson = False, report: Report = None,
-    verbose: Verbose = False,
+    verbose: Verbose = False, download: Download = False,
 ) -> None:
     """Time to first token, prefill and decode tokens/s, image-encode ms, peak RSS (median of N runs)."""
     from vlmkit.eval.speed import measure
 
     picture = _demo_scene() if image == "demo" else image
-    result = measure(model, picture, runs, max_new_tokens, backend, threads, verbose)
+    result = measure(model, picture, runs, max_new_tokens, backend, threads, verbose, download)
     if report:
         from vlmkit.eval.report import write_report
 

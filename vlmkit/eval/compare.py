@@ -146,17 +146,18 @@ def image_embedding_agreement(ref: Any, cand: Any, images: list[Any]) -> dict[st
 def _bar(items: list, enabled: bool, unit: str):
     from tqdm import tqdm
 
-    return tqdm(items, unit=unit[:-1], desc="scoring", disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(items, unit=unit[:-1], desc="scoring", disable=None if enabled else True, leave=False,
+                dynamic_ncols=True)
 
 
 # --- the verb ---------------------------------------------------------------------------------------------
 
 def open_model(model: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-               verbose: bool = False) -> Any:
-    """A loaded backend for MODEL (``vlmkit.load``'s resolution and backend choice)."""
+               verbose: bool = False, download: bool = False) -> Any:
+    """A loaded backend for MODEL (``vlmkit.load``'s resolution, validation and backend choice)."""
     from vlmkit.api import load
 
-    return load(model, backend=backend, threads=threads, verbose=verbose).backend
+    return load(model, backend=backend, threads=threads, verbose=verbose, download=download).backend
 
 
 def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ctx: int = DEFAULT_CTX,
@@ -184,12 +185,13 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
 
 def compare(ref: str | os.PathLike, cand: str | os.PathLike, data: str | os.PathLike = "corpus",
             ctx: int = DEFAULT_CTX, limit: int | None = None, ref_backend: str = "auto", cand_backend: str = "auto",
-            threads: int | None = None, progress: bool = False, verbose: bool = False) -> CompareResult:
+            threads: int | None = None, progress: bool = False, verbose: bool = False,
+            download: bool = False) -> CompareResult:
     """KL divergence and friends of CAND against REF on ``data`` (a text file, ``corpus``, ``demo`` or a VQA
     set); see the module docstring."""
-    first = open_model(ref, ref_backend, threads, verbose)
+    first = open_model(ref, ref_backend, threads, verbose, download)
     try:
-        second = open_model(cand, cand_backend, threads, verbose)
+        second = open_model(cand, cand_backend, threads, verbose, download)
         try:
             return compare_backends(first, second, data, ctx, limit, progress, (str(ref), str(cand)))
         finally:

@@ -44,10 +44,11 @@ def token_nll(backend: Any, text: str, ctx: int = DEFAULT_CTX) -> tuple[np.ndarr
 
 
 def perplexity(model: str | os.PathLike, data: str | os.PathLike = "corpus", ctx: int = DEFAULT_CTX,
-               backend: str = "auto", threads: int | None = None, verbose: bool = False) -> PerplexityResult:
+               backend: str = "auto", threads: int | None = None, verbose: bool = False,
+               download: bool = False) -> PerplexityResult:
     from vlmkit.eval.compare import open_model
 
-    loaded = open_model(model, backend, threads, verbose)
+    loaded = open_model(model, backend, threads, verbose, download)
     try:
         nll, n = token_nll(loaded, read_text(data), ctx)
     finally:

@@ -37,14 +37,15 @@ class SpeedResult:
 
 
 def measure(model: str | os.PathLike, image: Any = None, runs: int = 5, max_new_tokens: int = 32,
-            backend: str = "auto", threads: int | None = None, verbose: bool = False) -> SpeedResult:
+            backend: str = "auto", threads: int | None = None, verbose: bool = False,
+            download: bool = False) -> SpeedResult:
     """Median over ``runs`` timed greedy generations; the decode rate counts the tokens actually produced
     (a model may stop at end-of-sequence before ``max_new_tokens``)."""
     from vlmkit.api import load
     from vlmkit.runtime.prompt import load_image
     from vlmkit.runtime.session import peak_rss_mb
 
-    runner = load(model, backend=backend, threads=threads, verbose=verbose)
+    runner = load(model, backend=backend, threads=threads, verbose=verbose, download=download)
     try:
         images = [load_image(image)] if image is not None else []
         prompt = PROMPT if images else TEXT_PROMPT

@@ -128,20 +128,15 @@ def answer_with_runner(runner, images: list[Image.Image], questions: list[str],
     return out
 
 
-def _answers(model: str | os.PathLike, backend: str, questions: list[Question], threads: int | None,
-             verbose: bool, on_batch: Callable[[list[str]], None] | None, batch_size: int = 50) -> list[str]:
-    from vlmkit.api import load as load_runner
-
+def _answers(runner: Any, questions: list[Question], on_batch: Callable[[list[str]], None] | None,
+             batch_size: int = 50) -> list[str]:
+    """Greedy answers from a loaded :class:`vlmkit.api.Runner`: batched on transformers, else one by one."""
     images, texts = [q.image for q in questions], [q.question for q in questions]
-    runner = load_runner(model, backend=backend, threads=threads, verbose=verbose)
-    try:
-        if runner.name == "transformers" and batch_size > 1:
-            net, processor = runner.backend.model, runner.backend.processor
-            processor.tokenizer.padding_side = "left"
-            return answer(net, processor, images, texts, batch_size, on_batch=on_batch)
-        return answer_with_runner(runner, images, texts, on_batch=on_batch)
-    finally:
-        runner.close()
+    if runner.name == "transformers" and batch_size > 1:
+        net, processor = runner.backend.model, runner.backend.processor
+        processor.tokenizer.padding_side = "left"
+        return answer(net, processor, images, texts, batch_size, on_batch=on_batch)
+    return answer_with_runner(runner, images, texts, on_batch=on_batch)
 
 
 def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=None, processor=None,
@@ -153,7 +148,10 @@ def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=N
     if net is not None:
         said = answer(net, processor, [q.image for q in questions], [q.question for q in questions])
     else:
-        said = _answers(model, backend, questions, None, False, None, 50 if backend == "transformers" else 1)
+        from vlmkit.api import load as load_runner
+
+        with load_runner(model, backend=backend) as runner:
+            said = _answers(runner, questions, None, 50 if backend == "transformers" else 1)
     return scored(questions, said)
 
 
@@ -185,23 +183,30 @@ def _mme_sums(categories: list[dict]) -> dict[str, float]:
 def run_vqa(model: str | os.PathLike, data: str | os.PathLike = "demo", backend: str = "auto",
             limit: int | None = None, out: str | os.PathLike | None = None,
             against: str | os.PathLike | None = None, threads: int | None = None, progress: bool = True,
-            batch_size: int = 50, verbose: bool = False) -> dict:
+            batch_size: int = 50, verbose: bool = False, download: bool = False) -> dict:
     """Answer and score ``data`` with ``model``; see the module docstring."""
+    from vlmkit.api import load as load_runner
     from vlmkit.data.calibration import overlap
     from vlmkit.hub import resolve_model
 
     questions = load_questions(data, limit)
-    path = resolve_model(model)
+    path = resolve_model(model, download=download)
     done = _resume(Path(out)) if out else {}
     todo = [q for q in questions if q.key not in done]
-    with _Journal(Path(out) if out else None, todo) as journal, _progress(len(questions), len(done), progress) as bar:
-        def on_batch(said: list[str]) -> None:
-            journal.write(said)
-            bar.update(len(said))
+    runner = load_runner(path, backend=backend, threads=threads, verbose=verbose) if todo else None
+    try:  # the model is open (or refused in one line) before the progress bar starts
+        with _Journal(Path(out) if out else None, todo) as journal, \
+                _progress(len(questions), len(done), progress) as bar:
+            def on_batch(said: list[str]) -> None:
+                journal.write(said)
+                bar.update(len(said))
 
-        if todo:
-            fresh = _answers(path, backend, todo, threads, verbose, on_batch, batch_size)
-            done.update({q.key: s for q, s in zip(todo, fresh)})
+            if todo:
+                fresh = _answers(runner, todo, on_batch, batch_size)
+                done.update({q.key: s for q, s in zip(todo, fresh)})
+    finally:
+        if runner is not None:
+            runner.close()
     result = scored(questions, [done[q.key] for q in questions])
     result.update(model=str(model), data=str(data), backend=backend, resumed=len(questions) - len(todo))
     result["calibration_overlap"] = overlap(path, [(q.image, q.question) for q in questions])
@@ -290,8 +295,9 @@ def _drop_torn_line(path: Path) -> None:
 def _progress(total: int, done: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="q", desc="answering", disable=not enabled, leave=False,
-                dynamic_ncols=True)
+    # disable=None: tqdm's own rule, no bar when stderr is not a terminal (logs, pipes)
+    return tqdm(total=total, initial=done, unit="q", desc="answering", disable=None if enabled else True,
+                leave=False, dynamic_ncols=True)
 
 
 def compare_runs(predictions: list[dict], other: list[dict]) -> dict:
