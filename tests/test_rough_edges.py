@@ -229,6 +229,8 @@ VERB_RUNS = {
     "convert": lambda model, out: [["convert", model, "--out", str(out)]],
     "demo": lambda model, out: [["demo", "--model", model], ["demo", "score", model, "--n", "1"]],
     "diff": lambda model, out: [["diff", model, model]],
+    "eval": lambda model, out: [["eval", "vqa", model, "--limit", "1"], ["eval", "perplexity", model, "--ctx", "16"],
+                                ["eval", "compare", model, model, "--ctx", "16"], ["eval", "speed", model, "--runs", "1"]],
 }
 
 
