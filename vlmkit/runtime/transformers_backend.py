@@ -93,8 +93,11 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, path: Path, device: str = "auto", dtype: str | None = None, threads: int | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, load_weights: bool = True):
+        """``load_weights=False`` gives the prompt side only (``render`` / ``prepare``): ``vlmkit quantize``
+        builds its calibration inputs exactly as ``vlmkit run`` does while it streams the weights itself."""
         import torch
+        import transformers
 
         quiet_transformers(verbose)
         if threads:
@@ -104,10 +107,13 @@ class TransformersBackend:
         self.device = pick_device(device)
         self.processor = self._load_processor()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.model = auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
+        self.model = None
+        if load_weights:
+            self.model = auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
+        config = self.model.config if self.model is not None else transformers.AutoConfig.from_pretrained(self.path)
         # a processor that builds the whole prompt (PaliGemma): a template or <image> would double its tokens
-        self.raw_prompt = family_for(self.model.config.to_dict())[0].processor_builds_prompt
-        text_config = self.model.config.get_text_config()
+        self.raw_prompt = family_for(config.to_dict())[0].processor_builds_prompt
+        text_config = config.get_text_config()
         self.n_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 20)
 
     def _load_processor(self) -> Any:
