@@ -1,0 +1,137 @@
+"""One decoder block: which of its Linears share an input, their input statistics, and quantizing them.
+
+Shared by the three methods: the statistics (Hessian ``Σ x xᵀ`` and mean ``|x|`` per input group) are
+collected once per block from the calibration inputs, then each Linear is put on the grid (RTN, GPTQ, or
+AWQ-scaled RTN) and replaced by its dequantized value, so the block's output is what the quantized
+checkpoint computes and the next block is calibrated on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vlmkit.quant.awq import find_predecessor, fold, search_scales
+from vlmkit.quant.capture import BlockInput, run_block
+from vlmkit.quant.gptq import Hessian, gptq
+from vlmkit.quant.recipe import QuantSpec
+from vlmkit.quant.rtn import QuantizedWeight, fake_quant, qparams, quant_args, rtn
+
+
+@dataclass
+class InputStats:
+    hessian: Hessian
+    abs_sum: torch.Tensor
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def abs_mean(self) -> torch.Tensor:
+        return self.abs_sum / max(self.hessian.count, 1)
+
+
+@dataclass
+class LinearResult:
+    name: str                       # relative to the block
+    quantized: QuantizedWeight
+    relative_error: float           # ‖(Ŵ − W) X‖ / ‖W X‖ over the calibration inputs
+    awq: str | None = None          # "scales folded into <module> (a=0.35)" / why not
+
+
+def input_groups(block: nn.Module, names: list[str], item: BlockInput) -> list[list[str]]:
+    """Linears that receive the very same input tensor (q/k/v after one norm; gate/up) form a group."""
+    modules = dict(block.named_modules())
+    seen: dict[int, list[str]] = {}
+    keep: list[torch.Tensor] = []  # hold the inputs so no id is reused during the forward
+
+    def hook(name: str):
+        def record(_module: nn.Module, args: tuple) -> None:
+            keep.append(args[0])
+            seen.setdefault(id(args[0]), []).append(name)
+        return record
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        run_block(block, item)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(seen.values())
+
+
+def collect_stats(block: nn.Module, groups: list[list[str]], items: list[BlockInput]) -> dict[str, InputStats]:
+    modules = dict(block.named_modules())
+    stats = {g[0]: InputStats(Hessian(modules[g[0]].in_features), torch.zeros(modules[g[0]].in_features), g)
+             for g in groups}
+
+    def hook(stat: InputStats):
+        def record(_module: nn.Module, args: tuple) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            stat.hessian.add(x)
+            stat.abs_sum += x.abs().sum(0)
+        return record
+
+    handles = [modules[leader].register_forward_pre_hook(hook(stat)) for leader, stat in stats.items()]
+    try:
+        for item in items:
+            run_block(block, item)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int], spec: QuantSpec,
+                   items: list[BlockInput], scale_grid: torch.dtype | None) -> list[LinearResult]:
+    """Quantize ``names`` (Linears of ``block``) in place; returns per-Linear results."""
+    groups = input_groups(block, names, items[0])
+    stats = collect_stats(block, groups, items)
+    modules = dict(block.named_modules())
+    scales: dict[str, tuple[torch.Tensor, str | None]] = {}
+    for leader, stat in stats.items():  # AWQ: every fold first (one may touch another group's Linear)
+        width = modules[leader].in_features
+        scales[leader] = _awq(block, stat, spec, group_of, items[0], scale_grid) if spec.method == "awq" \
+            else (torch.ones(width), None)
+    results: list[LinearResult] = []
+    for leader, stat in stats.items():
+        h = stat.hessian.matrix
+        s, note = scales[leader]
+        for name in stat.members:
+            linear = modules[name]
+            args = quant_args(spec.bits, spec.symmetric, group_of[name])
+            w = linear.weight.detach().float().clone()
+            q = gptq(w, h, args, spec.damp, spec.act_order, scale_grid) if spec.method == "gptq" \
+                else rtn(w, args, scale_grid)
+            with torch.no_grad():
+                linear.weight.copy_(q.weight)
+            results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note))
+    return results
+
+
+def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Tensor) -> float:
+    """‖(Ŵ − W) X‖_F / ‖W X‖_F from the calibration Hessian, in the original input space."""
+    delta = quantized - original
+    num = torch.einsum("oi,ij,oj->", delta, h, delta)
+    den = torch.einsum("oi,ij,oj->", original, h, original).clamp(min=1e-30)
+    return float(num / den) ** 0.5
+
+
+def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str, int], item: BlockInput,
+         scale_grid: torch.dtype | None) -> tuple[torch.Tensor, str]:
+    modules = dict(block.named_modules())
+    width = modules[stat.members[0]].in_features
+    predecessor = find_predecessor(block, stat.members, lambda b: run_block(b, item))
+    if predecessor is None:
+        return torch.ones(width), "no module to fold scales into: plain round-to-nearest"
+    args = quant_args(spec.bits, spec.symmetric, group_of[stat.members[0]])
+
+    def on_grid(w: torch.Tensor) -> torch.Tensor:
+        scale, zero = qparams(w, args, scale_grid)
+        return fake_quant(w, scale, zero, args)
+
+    on_grid.group_size = group_of[stat.members[0]]  # type: ignore[attr-defined]
+    weights = [modules[n].weight.detach() for n in stat.members]
+    scales, ratio = search_scales(weights, stat.hessian.matrix, stat.abs_mean, on_grid)
+    fold(modules[predecessor], [modules[n] for n in stat.members], scales)
+    return scales, f"scales folded into {predecessor} (a={ratio:.2f})"

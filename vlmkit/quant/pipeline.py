@@ -1,0 +1,275 @@
+"""``quantize(model, method=..., bits=..., ...)``: calibrate, quantize block by block, report, export.
+
+Two held-out streams run next to the calibration stream, each block applied to them once at source
+precision and once quantized, so the end-of-run mean KLD / same-top-1 against the original costs one extra
+block forward, not a second model in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.families import family_for
+from vlmkit.families.base import LANGUAGE_MODEL
+from vlmkit.quant.blocks import LinearResult, quantize_block
+from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
+from vlmkit.quant.capture import BlockInput, StagedModel, run_block
+from vlmkit.quant.recipe import Decision, QuantSpec, Recipe, decide
+
+FORMATS = ("hf", "gguf", "both")
+EXACT_GGUF = {("q4_0", 4): 32, ("q8_0", 8): 32}  # GGUF type whose grid is symmetric groups of 32
+
+
+@dataclass
+class QuantizeResult:
+    out: Path
+    spec: dict[str, Any]
+    quantized: list[str]
+    kept: dict[str, str]
+    layers: list[dict[str, Any]]
+    quality: dict[str, Any]
+    timings: dict[str, float]
+    peak_rss_mb: float
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # held-out set -> [(model inputs, quantized logits)], with keep_logits=True (tests compare reloads to it)
+    logits: dict[str, list[tuple[dict, torch.Tensor]]] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("logits")
+        out["out"] = str(self.out)
+        return out
+
+
+@dataclass
+class Stream:
+    """A set of samples' model inputs and their hidden states at the current block."""
+
+    inputs: list[dict[str, Any]]
+    items: list[BlockInput]
+    fp: list[torch.Tensor] = field(default_factory=list)   # source-precision hidden states (held-out only)
+
+
+def language_model_folder(folder: Path, family) -> tuple[Path, list[str]]:
+    """The folder holding the language model transformers can build: the model itself, or for a custom-code
+    checkpoint (VILA) the sub-folder its family names as the language model (``llm/``)."""
+    if not family.custom_code:
+        return folder, []
+    for prefix, component in family.components.items():
+        sub = folder / prefix.rstrip(".")
+        if component == LANGUAGE_MODEL and (sub / "config.json").is_file():
+            return sub, [f"custom-code checkpoint: its language model ({sub.name}/) is quantized and the other "
+                         "parts copied unchanged; calibration uses the question texts (vlmkit never runs the "
+                         "checkpoint's own vision code)"]
+    raise UnsupportedError(folder, "custom-code checkpoint without a language-model sub-folder vlmkit can build")
+
+
+def build_recipe(staged: StagedModel, spec: QuantSpec) -> tuple[Recipe, list[str]]:
+    """Decisions for every Linear; returns the recipe and the block-relative names to quantize."""
+    recipe = Recipe()
+    block_prefix = f"{staged.blocks_name}.0."
+    for name, module in staged.model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.startswith(block_prefix):
+            component = staged.family.component_of(staged.disk_name(name + ".weight") or name + ".")
+            recipe.decisions[name] = decide(name, module.in_features, False, component, spec)
+    rels = []
+    for rel, module in staged.template.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        for index in range(staged.n_blocks):
+            name = f"{staged.blocks_name}.{index}.{rel}"
+            recipe.decisions[name] = decide(name, module.in_features, True, LANGUAGE_MODEL, spec)
+        if recipe.decisions[f"{staged.blocks_name}.0.{rel}"].quantize:
+            rels.append(rel)
+    return recipe, rels
+
+
+def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gptq", bits: int = 4,
+             group_size: int = 128, symmetric: bool = True, calib: str = "demo", samples: int = 64,
+             format: str = "hf", gguf_type: str | None = None, include: tuple[str, ...] = (),
+             exclude: tuple[str, ...] = (), act_order: bool = False, held_out: int = 16,
+             overwrite: bool = False, progress: bool = True, verbose: bool = False,
+             keep_logits: bool = False) -> QuantizeResult:
+    """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
+    from vlmkit.export.publish import publish_dir
+    from vlmkit.hub import resolve_model
+    from vlmkit.logs import quiet_transformers
+    from vlmkit.readers import open_checkpoint
+    from vlmkit.runtime.transformers_backend import model_class
+
+    quiet_transformers(verbose)
+    if format not in FORMATS:
+        raise VlmkitError(None, f"--format {format}: choose one of {', '.join(FORMATS)}")
+    gguf_type = gguf_type or ("q8_0" if bits == 8 else "q4_0")
+    exact_group = EXACT_GGUF.get((gguf_type, bits)) if format != "hf" else None
+    if exact_group and not symmetric:
+        exact_group = None
+    spec = QuantSpec(method, bits, group_size, symmetric, act_order, include=tuple(include),
+                     exclude=tuple(exclude))
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    folder = resolve_model(model)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    family, _ = family_for(config)
+    lm_folder, notes = language_model_folder(folder, family)
+    lm_config = json.loads((lm_folder / "config.json").read_text())
+    checkpoint = open_checkpoint(lm_folder)
+    lm_family, _ = family_for(lm_config, list(checkpoint.infos))
+    auto_class, is_vlm = model_class(lm_folder)
+    staged = StagedModel(lm_folder, checkpoint, lm_family, auto_class)
+    recipe, rels = build_recipe(staged, spec)
+    if not rels:
+        raise VlmkitError(folder, "nothing to quantize (every Linear is kept; check --include/--exclude)")
+    group_of = {rel: recipe.decisions[f"{staged.blocks_name}.0.{rel}"].group_size for rel in rels}
+    scale_grid = _scale_grid(checkpoint, staged, rels, exact_group, spec, notes)
+    timings["load_s"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    calibration, held = load_samples(calib, samples, held_out)
+    encode = Encoder(lm_folder, images=is_vlm)
+    calib_stream = _stream(staged, encode, calibration)
+    held_streams = {"held-out " + ("image questions" if is_vlm and any(s.image for s in held) else "texts"):
+                    _stream(staged, encode, held, fp=True)} if held else {}
+    held_streams["held-out plain text"] = _stream(staged, encode, held_out_texts(), fp=True)
+    timings["capture_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    layers, packed, replaced = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams,
+                                           progress)
+    timings["quantize_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    quality, logits = {}, {}
+    for name, stream in held_streams.items():
+        quality[name], logits[name] = _stats(staged, stream)
+    timings["report_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = QuantizeResult(Path(out), _spec_dict(spec, scale_grid), recipe.quantized, recipe.kept,
+                            [_layer_dict(staged, i, r) for i, rs in layers for r in rs], quality, timings, 0.0,
+                            notes=notes, logits=logits if keep_logits else {})
+    with publish_dir(Path(out), overwrite) as tmp:
+        _export(tmp, folder, lm_folder, staged, recipe, spec, packed, replaced, format, gguf_type,
+                exact_group, calib, calibration, result, verbose)
+    timings["export_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - start
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _scale_grid(checkpoint, staged: StagedModel, rels: list[str], exact_group: int | None, spec: QuantSpec,
+                notes: list[str]) -> torch.dtype | None:
+    """Scales are rounded to the type they are stored in: float16 for GGUF's Q4_0 / Q8_0 blocks, else the
+    checkpoint's weight dtype (bf16 / f16 checkpoints), none for float32."""
+    if exact_group is not None:
+        if spec.group_size != exact_group:
+            notes.append(f"GGUF {exact_group}-wide blocks differ from --group-size {spec.group_size}: the GGUF "
+                         "is requantized by llama.cpp from the dequantized weights, not written exactly")
+            return None
+        return torch.float16
+    disk = staged.block_tensor_names(0)[rels[0] + ".weight"]
+    return {"BF16": torch.bfloat16, "F16": torch.float16}.get(checkpoint.infos[disk].dtype)
+
+
+def _stream(staged: StagedModel, encode: Encoder, samples: list[Sample], fp: bool = False) -> Stream:
+    inputs = [encode(sample) for sample in samples]
+    items = [staged.capture(x) for x in inputs]
+    return Stream(inputs, items, [item.hidden for item in items] if fp else [])
+
+
+def _run_blocks(staged, rels, group_of, spec, scale_grid, calib: Stream, held: dict[str, Stream],
+                progress: bool):
+    from tqdm import tqdm
+
+    layers, packed, replaced = [], {}, {}
+    for index in tqdm(range(staged.n_blocks), desc=f"{spec.method} W{spec.bits}", unit="block",
+                      disable=not progress, leave=False):
+        block = staged.load_block(index)
+        for stream in held.values():  # source-precision path first, on the unmodified block
+            stream.fp = [run_block(block, item, h) for item, h in zip(stream.items, stream.fp)]
+        results = quantize_block(block, rels, group_of, spec, calib.items, scale_grid)
+        for stream in (calib, *held.values()):
+            for item in stream.items:
+                item.hidden = run_block(block, item)
+        names = staged.block_tensor_names(index)
+        quantized = {r.name + ".weight" for r in results}
+        for rel, tensor in block.state_dict().items():
+            if rel not in quantized:
+                replaced[names[rel]] = tensor.detach().clone()
+        for r in results:
+            packed[names[r.name + ".weight"]] = _pack(r, block, scale_grid, staged.checkpoint.infos[
+                names[r.name + ".weight"]].dtype)
+        layers.append((index, results))
+        del block
+    return layers, packed, replaced
+
+
+def _pack(result: LinearResult, block, scale_grid, source_dtype: str) -> dict[str, torch.Tensor]:
+    """The Linear as compressed-tensors' pack-quantized compressor writes it."""
+    from compressed_tensors.compressors import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationScheme
+
+    q = result.quantized
+    store = {"BF16": torch.bfloat16, "F16": torch.float16}.get(source_dtype, torch.float32)
+    if scale_grid is not None and scale_grid != store:
+        store = torch.float32
+    scheme = QuantizationScheme(targets=["Linear"], weights=q.args)
+    state = {"weight": q.weight, "weight_scale": q.scale.to(store), "weight_zero_point": q.zero_point}
+    return PackedQuantizationCompressor.compress(state, scheme)
+
+
+def _stats(staged: StagedModel, stream: Stream) -> tuple[dict[str, Any], list[tuple[dict, torch.Tensor]]]:
+    """Mean KLD / same top-1 ... of the quantized model against the source on one held-out set."""
+    import numpy as np
+
+    from vlmkit.metrics.logits import logit_stats
+
+    ref = [staged.logits(x, h) for x, h in zip(stream.inputs, stream.fp)]
+    cand = [staged.logits(x, item.hidden) for x, item in zip(stream.inputs, stream.items)]
+    stats = logit_stats(np.concatenate([r.numpy() for r in ref]), np.concatenate([c.numpy() for c in cand]))
+    return {**stats.as_dict(), "n_samples": len(stream.inputs)}, list(zip(stream.inputs, cand))
+
+
+def _spec_dict(spec: QuantSpec, scale_grid) -> dict[str, Any]:
+    out = asdict(spec)
+    out["scheme"] = spec.scheme
+    out["scale_grid"] = str(scale_grid).replace("torch.", "") if scale_grid is not None else None
+    return out
+
+
+def _layer_dict(staged: StagedModel, index: int, result: LinearResult) -> dict[str, Any]:
+    q = result.quantized
+    return {"name": f"{staged.blocks_name}.{index}.{result.name}", "group_size": q.args.group_size or 0,
+            "relative_error": result.relative_error, "awq": result.awq}
+
+
+def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, packed, replaced, format: str,
+            gguf_type: str, exact_group, calib: str, calibration: list[Sample], result: QuantizeResult,
+            verbose: bool) -> None:
+    from vlmkit.export.compressed_tensors import write_compressed_tensors
+    from vlmkit.quant.calibration import write_fingerprints
+
+    hf_dir = tmp if format != "gguf" else tmp / ".hf"
+    write_compressed_tensors(hf_dir, folder, lm_folder, staged, recipe, spec, packed, replaced)
+    if format != "hf":
+        from vlmkit.export.gguf_quant import write_quantized_gguf
+
+        gguf_dir = tmp if format == "gguf" else tmp / "gguf"
+        result.notes += write_quantized_gguf(gguf_dir, hf_dir, staged, packed, gguf_type,
+                                             exact_group is not None and result.spec["scale_grid"] == "float16",
+                                             verbose)
+        if format == "gguf":
+            import shutil
+
+            shutil.rmtree(hf_dir)
+    write_fingerprints(tmp, calib, calibration)
+    result.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
