@@ -12,3 +12,10 @@ def load(*args, **kwargs):  # noqa: ANN002, ANN003 - see vlmkit.api.load
     from vlmkit.api import load as _load
 
     return _load(*args, **kwargs)
+
+
+def quantize(*args, **kwargs):  # noqa: ANN002, ANN003 - see vlmkit.quant.pipeline.quantize
+    """Quantize a model's language-model Linears (RTN / AWQ / GPTQ) and export it (``vlmkit.quant.pipeline``)."""
+    from vlmkit.quant.pipeline import quantize as _quantize
+
+    return _quantize(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,22 @@ stamps differ (an mmproj left over from another conversion feeds the wrong embed
 
 
 def write_lm_gguf(model_dir: Path, config: dict[str, Any], out: Path, dtype: str,
-                  source: Checkpoint, conversion_id: str | None = None) -> LmExport:
-    """Write the float (f32 / f16 / bf16) language-model GGUF from ``source``, the validated checkpoint."""
+                  source: Checkpoint, conversion_id: str | None = None,
+                  replace: Callable[[LmPlan], Any] | None = None, file_type: gguf.LlamaFileType | None = None
+                  ) -> LmExport:
+    """Write the float (f32 / f16 / bf16) language-model GGUF from ``source``, the validated checkpoint.
+    ``replace`` may swap planned tensors (``vlmkit quantize`` writes its own Q4_0 / Q8_0 blocks) and
+    ``file_type`` then names the result's type."""
     kind = output_type(dtype)
     plan: LmPlan = plan_lm(model_dir, config, source, kind.ggml_type)
+    if replace is not None:
+        replace(plan)
     result = LmExport(plan.arch, plan.family.name, len(plan.tensors), plan.dropped, config=plan.config)
 
     def add_kv(writer: gguf.GGUFWriter) -> None:
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name(Path(model_dir).resolve().name)
-        writer.add_file_type(kind.llama_file_type)
+        writer.add_file_type(file_type if file_type is not None else kind.llama_file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         family_hook(plan.text_family, "gguf_kv")(writer, plan.config, plan.hp)
         result.vocab = add_vocab(writer, Path(model_dir), plan.hp["vocab_size"])

@@ -264,7 +264,7 @@ def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, pack
         from vlmkit.export.gguf_quant import write_quantized_gguf
 
         gguf_dir = tmp if format == "gguf" else tmp / "gguf"
-        result.notes += write_quantized_gguf(gguf_dir, hf_dir, staged, packed, gguf_type,
+        result.notes += write_quantized_gguf(gguf_dir, hf_dir, lm_folder.relative_to(folder), packed, gguf_type,
                                              exact_group is not None and result.spec["scale_grid"] == "float16",
                                              verbose)
         if format == "gguf":

@@ -1,0 +1,130 @@
+"""GGUF from a quantized model, through vlmkit's GGUF exporter (``vlmkit.convert`` / ``vlmkit.gguf``).
+
+Where the GGUF type's grid is the method's (symmetric groups of 32: Q4_0 holds ``d·q`` with q in [-8, 7],
+Q8_0 ``d·q`` with q in [-128, 127], ``d`` float16, and vlmkit then rounds its scales to float16), each
+quantized Linear is written as those blocks from the method's own integers and scales: llama.cpp computes
+with exactly the weights vlmkit chose. The block layout is ggml's (gguf-py's ``quants.Q4_0`` / ``Q8_0``).
+Otherwise the dequantized weights go through llama.cpp's own quantizer to the asked type (a second
+rounding; no importance matrix yet: llama.cpp's C API takes it only as a C++ map).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+GT = gguf.GGMLQuantizationType
+_EXACT = {4: (GT.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0), 8: (GT.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)}
+
+
+def weight_args(compressed: dict):
+    """The quantization args of one packed Linear, read back from its tensors' shapes."""
+    from vlmkit.quant.rtn import quant_args
+
+    rows, cols = (int(v) for v in compressed["weight_shape"])
+    bits = compressed["weight_packed"].shape[-1] * 32 // cols
+    groups = compressed["weight_scale"].shape[-1]
+    return quant_args(int(bits), "weight_zero_point" not in compressed, cols // groups if groups > 1 else 0)
+
+
+def dequantized_folder(hf_dir: Path, lm_rel: Path, packed: dict, out: Path) -> Path:
+    """A float copy of the compressed-tensors export (same names, quantized Linears dequantized)."""
+    from compressed_tensors.compressors import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationScheme
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(hf_dir, out, ignore=shutil.ignore_patterns("vlmkit_calibration.json"))
+    lm = out / lm_rel
+    config = json.loads((lm / "config.json").read_text())
+    config.pop("quantization_config")
+    (lm / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for file in sorted(lm.glob("*.safetensors")):
+        tensors = load_file(file)
+        for name, compressed in packed.items():
+            base = name.removesuffix(".weight")
+            if f"{base}.weight_packed" in tensors:
+                for key in compressed:
+                    tensors.pop(f"{base}.{key}")
+                scheme = QuantizationScheme(targets=["Linear"], weights=weight_args(compressed))
+                tensors[name] = PackedQuantizationCompressor.decompress(compressed, scheme)["weight"].float()
+        save_file(tensors, file, metadata={"format": "pt"})
+    return out
+
+
+def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gguf_type: str, exact: bool,
+                         verbose: bool) -> list[str]:
+    from vlmkit.convert import convert
+
+    work = out.parent / f".{out.name}.float"
+    floats = dequantized_folder(hf_dir, lm_rel, packed, work)
+    try:
+        if not exact:
+            convert(floats, out, dtype=gguf_type, verify=False, verbose=verbose, overwrite=True)
+            return [f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
+                    "method's grid; no importance matrix)"]
+        convert(floats, out, dtype="f32", verify=False, verbose=verbose, overwrite=True)
+        _rewrite_exact(out / "model.gguf", floats, lm_rel, packed)
+        return [f"GGUF {gguf_type}: the method's integers and float16 scales written as ggml blocks, exactly"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -> None:
+    from vlmkit.gguf.export import write_lm_gguf
+    from vlmkit.gguf.lm import _canonical, _transform
+    from vlmkit.gguf.source import TensorSource
+
+    config = json.loads((floats / "config.json").read_text())
+    prefix = "" if str(lm_rel) == "." else f"{lm_rel}."
+    by_source = {prefix + name: value for name, value in packed.items()}
+    gtype, file_type = _EXACT[weight_args(next(iter(packed.values()))).num_bits]
+
+    def replace(plan) -> None:
+        for i, tensor in enumerate(plan.tensors):
+            if tensor.source in by_source:
+                transform = _transform(plan.text_family, _canonical(plan.family, tensor.source) or tensor.source)
+                plan.tensors[i] = _exact_tensor(tensor, by_source[tensor.source], gtype, transform, plan.hp)
+
+    tmp = model_gguf.with_suffix(".tmp")
+    write_lm_gguf(floats, config, tmp, "f32", TensorSource(floats), replace=replace, file_type=file_type)
+    tmp.replace(model_gguf)
+
+
+def _exact_tensor(tensor, compressed: dict, gtype: GT, transform: str | None, hp: dict):
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+    from vlmkit.gguf.transforms import TRANSFORMS
+    from vlmkit.gguf.writer import LazyTensor
+
+    shape = tuple(int(v) for v in compressed["weight_shape"])
+    bits = 4 if gtype == GT.Q4_0 else 8
+    ints = unpack_from_int32(compressed["weight_packed"], bits, torch.Size(shape)).numpy().astype(np.int8)
+    scales = compressed["weight_scale"].float().numpy().astype(np.float16)
+    if transform is not None:
+        ints, scales = TRANSFORMS[transform](ints, hp), TRANSFORMS[transform](scales, hp)
+    block_bytes = 2 + (16 if bits == 4 else 32)
+    nbytes = shape[0] * shape[1] // 32 * block_bytes
+
+    def write(f) -> None:
+        _blocks(ints, scales, bits).tofile(f)
+
+    return LazyTensor(tensor.name, tensor.shape, gtype, nbytes, write, source=tensor.source)
+
+
+def _blocks(ints: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
+    """ggml's block layout (gguf-py ``Q4_0.quantize_blocks`` / ``Q8_0``): float16 d, then the integers
+    (Q4_0: q+8 as nibbles, element j low and j+16 high in byte j)."""
+    rows, cols = ints.shape
+    q = ints.reshape(rows * cols // 32, 32)
+    d = scales.reshape(-1, 1).view(np.uint8).reshape(-1, 2)
+    if bits == 4:
+        u = (q + 8).astype(np.uint8)
+        body = u[:, :16] | (u[:, 16:] << np.uint8(4))
+    else:
+        body = q.view(np.uint8)
+    return np.ascontiguousarray(np.concatenate([d, body], axis=1))
