@@ -33,7 +33,7 @@ EXACT_GGUF = {("q4_0", 4): 32, ("q8_0", 8): 32}  # GGUF type whose grid is symme
 class QuantizeResult:
     out: Path
     spec: dict[str, Any]
-    quantized: list[str]
+    quantized: dict[str, str]     # Linear -> why (and its fallback, if any)
     kept: dict[str, str]
     layers: list[dict[str, Any]]
     quality: dict[str, Any]

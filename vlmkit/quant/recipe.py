@@ -71,8 +71,8 @@ class Recipe:
     decisions: dict[str, Decision] = field(default_factory=dict)
 
     @property
-    def quantized(self) -> list[str]:
-        return [n for n, d in self.decisions.items() if d.quantize]
+    def quantized(self) -> dict[str, str]:
+        return {n: d.reason for n, d in self.decisions.items() if d.quantize}
 
     @property
     def kept(self) -> dict[str, str]:

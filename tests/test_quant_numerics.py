@@ -1,0 +1,82 @@
+"""Quantizer numerics against the trusted implementations: compressed-tensors' own quantize / pack path,
+ggml's block layout as gguf-py reads it, and GPTQ's defining property (lower output error than RTN)."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from compressed_tensors.compressors import PackedQuantizationCompressor
+from compressed_tensors.quantization import QuantizationScheme
+from compressed_tensors.quantization.lifecycle.forward import quantize as ct_quantize
+from compressed_tensors.quantization.utils import calculate_qparams
+
+from vlmkit.export.gguf_quant import _blocks
+from vlmkit.quant.gptq import Hessian, gptq
+from vlmkit.quant.rtn import fake_quant, quant_args, rtn
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits,group", [(4, 128), (4, 0), (8, 32)])
+def test_rtn_and_packing_bit_exact_with_compressed_tensors(bits: int, group: int, symmetric: bool) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(48, 256) * torch.linspace(0.1, 3, 256)
+    args = quant_args(bits, symmetric, group)
+    ours = rtn(weight, args)
+    # compressed-tensors' own path: min/max over its group layout, its calculate_qparams, its compressor
+    width = group or weight.shape[1]
+    blocks = weight.reshape(48, -1, width)
+    scale, zero = calculate_qparams(blocks.amin(-1), blocks.amax(-1), args)
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    reference = PackedQuantizationCompressor.compress(
+        {"weight": weight, "weight_scale": scale, "weight_zero_point": zero}, scheme)
+    packed = PackedQuantizationCompressor.compress(
+        {"weight": ours.weight, "weight_scale": ours.scale, "weight_zero_point": ours.zero_point}, scheme)
+    assert packed.keys() == reference.keys()
+    for key in reference:
+        assert torch.equal(packed[key], reference[key]), key
+    assert torch.equal(ours.integers(), ct_quantize(weight, scale, zero, args, dtype=torch.int8))
+    restored = PackedQuantizationCompressor.decompress(packed, scheme)["weight"]
+    assert torch.equal(restored, ours.weight)
+
+
+def test_gptq_lowers_output_error_below_rtn() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 256)
+    x = torch.randn(4096, 256) @ torch.randn(256, 256) * 0.3  # correlated inputs: where GPTQ helps
+    hessian = Hessian(256)
+    hessian.add(x)
+    args = quant_args(4, True, 128)
+
+    def error(w: torch.Tensor) -> float:
+        return float((x @ (w - weight).T).norm() / (x @ weight.T).norm())
+
+    for act_order in (False, True):
+        q = gptq(weight, hessian.matrix, args, act_order=act_order)
+        assert error(q.weight) < 0.8 * error(rtn(weight, args).weight)
+        assert torch.equal(fake_quant(q.weight, q.scale, q.zero_point, args), q.weight)  # on its grid
+
+
+@pytest.mark.parametrize("bits,gtype", [(4, gguf.GGMLQuantizationType.Q4_0), (8, gguf.GGMLQuantizationType.Q8_0)])
+def test_exact_gguf_blocks_dequantize_to_the_methods_values(bits: int, gtype) -> None:
+    """Our Q4_0 / Q8_0 blocks, read back by gguf-py's ggml-layout dequantizer, give scale·q exactly; and where
+    the weight already sits on ggml's own grid, our blocks are byte-identical to gguf-py's quantizer."""
+    torch.manual_seed(0)
+    q = rtn(torch.randn(8, 128), quant_args(bits, True, 32), scale_grid=torch.float16)
+    ints, scales = q.integers().numpy(), q.scale.numpy().astype(np.float16)
+    raw = _blocks(ints, scales, bits)
+    back = gguf.quants.dequantize(raw.reshape(8, -1), gtype)
+    np.testing.assert_array_equal(back, q.weight.numpy())
+    ggml = gguf.quants.quantize(q.weight.numpy(), gtype)  # ggml's rounding of the same values
+    ggml_values = gguf.quants.dequantize(ggml, gtype)
+    ours_on_ggml_grid = _blocks(*_ints_scales(ggml_values, gtype), bits)
+    np.testing.assert_array_equal(ours_on_ggml_grid.reshape(ggml.shape), ggml)
+
+
+def _ints_scales(values: np.ndarray, gtype) -> tuple[np.ndarray, np.ndarray]:
+    """Integers and d of ggml-grid values, from gguf-py's own blocks."""
+    raw = gguf.quants.quantize(values, gtype).reshape(-1, gguf.GGML_QUANT_SIZES[gtype][1])
+    d = raw[:, :2].copy().view(np.float16).reshape(values.shape[0], -1)
+    ints = np.rint(values / np.repeat(d.astype(np.float32), 32, axis=1)).astype(np.int8)
+    return ints, d
