@@ -1,0 +1,188 @@
+"""vlmkit RTN / AWQ / GPTQ W4 (group 128) against llm-compressor's GPTQ W4A16 on the same model and the same
+calibration tokens: wall time, peak RSS (each run in its own process) and mean KLD / same top-1 against the
+source model on held-out prompts, printed as ratios to llm-compressor.
+
+    python -m bench.quantize                   # ~1.1 B Llama (TinyLlama's shape, random bf16): long
+    python -m bench.quantize --size small      # ~60 M, minutes
+    python -m bench.quantize --demo            # also the demo VLM: KLD and the MME-style total
+
+llm-compressor pins another transformers, so it runs from its own venv (``--llmc-python``, default
+/work/venvs/llmcompressor/bin/python; created with ``python -m venv --system-site-packages`` and
+``pip install llmcompressor``). Every model is scored the same way: its export loaded back with transformers'
+``from_pretrained`` (compressed-tensors decompresses it) and compared with the source model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+METHODS = ("rtn", "awq", "gptq")
+LLMC_PYTHON = "/work/venvs/llmcompressor/bin/python"
+
+
+def calibration_texts(n: int, held_out: int) -> tuple[list[str], list[str]]:
+    """Demo questions (train split) for calibration, test-split questions + fixed texts held out."""
+    from vlmkit.demo.dataset import make_split
+    from vlmkit.quant.calibration import HELD_OUT_TEXTS
+
+    train = [qa.question for item in make_split("train", n) for qa in item.questions][:n]
+    test = [qa.question for item in make_split("test", held_out) for qa in item.questions][:held_out]
+    return train, [*test, *HELD_OUT_TEXTS]
+
+
+def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict:
+    from vlmkit.quant.pipeline import quantize
+
+    start = time.perf_counter()
+    quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
+             progress=False)
+    return {"seconds": time.perf_counter() - start,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
+    """llm-compressor's documented W4A16 GPTQ recipe on the same tokens (run under its own venv)."""
+    import torch
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import GPTQModifier
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    start = time.perf_counter()
+    texts = [line for line in Path(calib).read_text().splitlines() if line.strip()][:n]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows = [dict(tokenizer(t)) for t in texts]
+    auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    net = auto.from_pretrained(model, dtype=torch.float32 if vlm else "auto")
+    ignore = ["lm_head", "re:.*vision_tower.*", "re:.*multi_modal_projector.*"]
+    recipe = GPTQModifier(targets="Linear", scheme="W4A16", ignore=ignore)
+    oneshot(model=net, dataset=Dataset.from_list(rows), recipe=recipe, num_calibration_samples=len(rows),
+            max_seq_length=512)
+    net.save_pretrained(out, save_compressed=True)
+    tokenizer.save_pretrained(out)
+    return {"seconds": time.perf_counter() - start,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_worker(python: str, *args: str) -> dict:
+    done = subprocess.run([python, "-m", "bench.quantize", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def kld_against_source(source: Path, candidate: Path, texts: list[str]) -> dict:
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from vlmkit.metrics.logits import logit_stats
+    from vlmkit.runtime.transformers_backend import model_class
+
+    auto, _ = model_class(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    logits = []
+    for path in (source, candidate):
+        net = auto.from_pretrained(path, dtype=torch.float32).eval()
+        with torch.no_grad():
+            logits.append(np.concatenate([net(**tokenizer(t, return_tensors="pt")).logits[0].numpy()
+                                          for t in texts]))
+        del net
+    stats = logit_stats(*logits)
+    return {"mean_kld": stats.mean_kld, "same_top1": stats.same_top1}
+
+
+def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_score: bool) -> list[dict]:
+    calib, held = calibration_texts(n, 16)
+    calib_file = work / "calib.txt"
+    calib_file.write_text("\n".join(calib) + "\n")
+    rows = []
+    for method in METHODS:
+        out = work / f"vlmkit-{method}"
+        row = {"name": f"vlmkit {method.upper()}", **run_worker(sys.executable, "vlmkit", str(model), str(out),
+                                                               method, str(calib_file), str(n))}
+        rows.append((row, out))
+    out = work / "llmc-gptq"
+    row = {"name": "llm-compressor GPTQ", **run_worker(llmc_python, "llmc", str(model), str(out),
+                                                       str(calib_file), str(n), str(int(vlm)))}
+    rows.append((row, out))
+    results = []
+    for row, out in rows:
+        if "error" not in row:
+            try:
+                row.update(kld_against_source(model, out, held))
+                if demo_score:
+                    row["demo_total"] = demo_total(out)
+            except Exception as error:  # noqa: BLE001 - a reload failure is a result to report
+                row["reload_error"] = str(error).splitlines()[0][:120]
+        results.append(row)
+    return results
+
+
+def demo_total(model: Path) -> float:
+    from vlmkit.demo.evaluate import evaluate, split_questions
+
+    return float(evaluate(split_questions("test"), model)["total"])
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    ref = next((r for r in rows if r["name"].startswith("llm-compressor") and "mean_kld" in r), None)
+    print(f"\n{title}")
+    print("| run | time s | × llmc | peak RSS MB | × llmc | mean KLD | × llmc | same top-1 % | demo total |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        if "error" in r or "reload_error" in r:
+            print(f"| {r['name']} | {r.get('seconds', 0):.1f} | | {r.get('peak_rss_mb', 0):.0f} | | "
+                  f"{r.get('error') or r.get('reload_error')} | | | |")
+            continue
+
+        def ratio(key: str) -> str:
+            return f"{r[key] / ref[key]:.2f}" if ref and ref.get(key) else "-"
+
+        print(f"| {r['name']} | {r['seconds']:.1f} | {ratio('seconds')} | {r['peak_rss_mb']:.0f} | "
+              f"{ratio('peak_rss_mb')} | {r['mean_kld']:.4g} | {ratio('mean_kld')} | {100 * r['same_top1']:.2f} | "
+              f"{r.get('demo_total', '-')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("1b", "small"), default="1b")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--demo", action="store_true", help="also compare on the demo VLM (with its score)")
+    parser.add_argument("--llmc-python", default=LLMC_PYTHON)
+    args = parser.parse_args()
+    from bench.run import build_model
+    from vlmkit.hub import demo_path
+
+    with tempfile.TemporaryDirectory(prefix="vlmkit-bench-quantize-") as tmp:
+        work = Path(tmp)
+        if args.demo:
+            (work / "demo").mkdir()
+            print_table("demo VLM (LLaVA: SigLIP + Llama), W4 group 128",
+                        compare(demo_path(), work / "demo", args.samples, args.llmc_python, True, True))
+        model = work / "llama"
+        n_params = build_model(model, args.size)
+        (work / "llama-runs").mkdir()
+        print_table(f"random Llama, {n_params / 1e9:.2f} B parameters, W4 group 128",
+                    compare(model, work / "llama-runs", args.samples, args.llmc_python, False, False))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "vlmkit":
+        print(json.dumps(worker_vlmkit(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "llmc":
+        print(json.dumps(worker_llmc(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                                     bool(int(sys.argv[6])))))
+    else:
+        main()
