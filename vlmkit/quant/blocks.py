@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vlmkit.quant.awq import find_predecessor, fold, search_scales
+from vlmkit.quant.awq import clip_search, find_predecessor, fold, hessian_loss, module_loss, search_scales
 from vlmkit.quant.capture import BlockInput, run_block
 from vlmkit.quant.gptq import Hessian, gptq
 from vlmkit.quant.recipe import QuantSpec
@@ -91,7 +91,7 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
     scales: dict[str, tuple[torch.Tensor, str | None]] = {}
     for leader, stat in stats.items():  # AWQ: every fold first (one may touch another group's Linear)
         width = modules[leader].in_features
-        scales[leader] = _awq(block, stat, spec, group_of, items[0], scale_grid) if spec.method == "awq" \
+        scales[leader] = _awq(block, stat, spec, group_of, items, scale_grid) if spec.method == "awq" \
             else (torch.ones(width), None)
     results: list[LinearResult] = []
     for leader, stat in stats.items():
@@ -101,12 +101,22 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
             linear = modules[name]
             args = quant_args(spec.bits, spec.symmetric, group_of[name])
             w = linear.weight.detach().float().clone()
-            q = gptq(w, h, args, spec.damp, spec.act_order, scale_grid) if spec.method == "gptq" \
-                else rtn(w, args, scale_grid)
+            q = _quantize(w, h, s, args, spec, scale_grid)
             with torch.no_grad():
                 linear.weight.copy_(q.weight)
             results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note))
     return results
+
+
+def _quantize(w: torch.Tensor, h: torch.Tensor, scales: torch.Tensor, args, spec: QuantSpec,
+              scale_grid: torch.dtype | None) -> QuantizedWeight:
+    if spec.method == "gptq":
+        return gptq(w, h, args, spec.damp, spec.act_order, scale_grid)
+    if spec.method == "awq":  # clipping searched on the scaled weight, inputs x / s
+        h_scaled = h / scales.unsqueeze(0) / scales.unsqueeze(1)
+        scale, zero = clip_search(w, h_scaled, args, scale_grid)
+        return QuantizedWeight(fake_quant(w, scale, zero, args), scale, zero, args)
+    return rtn(w, args, scale_grid)
 
 
 def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Tensor) -> float:
@@ -117,21 +127,57 @@ def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Te
     return float(num / den) ** 0.5
 
 
-def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str, int], item: BlockInput,
+def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str, int], items: list[BlockInput],
          scale_grid: torch.dtype | None) -> tuple[torch.Tensor, str]:
     modules = dict(block.named_modules())
     width = modules[stat.members[0]].in_features
-    predecessor = find_predecessor(block, stat.members, lambda b: run_block(b, item))
+    predecessor = find_predecessor(block, stat.members, lambda b: run_block(b, items[0]))
     if predecessor is None:
         return torch.ones(width), "no module to fold scales into: plain round-to-nearest"
-    args = quant_args(spec.bits, spec.symmetric, group_of[stat.members[0]])
+    group = group_of[stat.members[0]]
+    args = quant_args(spec.bits, spec.symmetric, group)
 
     def on_grid(w: torch.Tensor) -> torch.Tensor:
         scale, zero = qparams(w, args, scale_grid)
         return fake_quant(w, scale, zero, args)
 
-    on_grid.group_size = group_of[stat.members[0]]  # type: ignore[attr-defined]
-    weights = [modules[n].weight.detach() for n in stat.members]
-    scales, ratio = search_scales(weights, stat.hessian.matrix, stat.abs_mean, on_grid)
-    fold(modules[predecessor], [modules[n] for n in stat.members], scales)
+    linears = [modules[n] for n in stat.members]
+    weights = [lin.weight.detach() for lin in linears]
+    parent = _common_parent(stat.members)
+    if parent in stat.members:
+        loss = hessian_loss(weights, stat.hessian.matrix, on_grid)
+    else:
+        loss = module_loss(modules[parent], linears, _module_calls(block, modules[parent], items), on_grid)
+    scales, ratio = search_scales(weights, stat.abs_mean, group, loss)
+    fold(modules[predecessor], linears, scales)
     return scales, f"scales folded into {predecessor} (a={ratio:.2f})"
+
+
+def _common_parent(names: list[str]) -> str:
+    """The smallest module holding all the names (``self_attn`` for q/k/v; the Linear itself when alone)."""
+    if len(names) == 1:
+        return names[0]
+    parts = [n.split(".") for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _module_calls(block: nn.Module, module: nn.Module, items: list[BlockInput]) -> list[tuple[tuple, dict, torch.Tensor]]:
+    """(args, kwargs, output) of every call of ``module`` while the block runs on the calibration items."""
+    calls: list[tuple[tuple, dict, torch.Tensor]] = []
+
+    def record(_module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        calls.append((args, kwargs, out.detach().float()))
+
+    handle = module.register_forward_hook(record, with_kwargs=True)
+    try:
+        for item in items:
+            run_block(block, item)
+    finally:
+        handle.remove()
+    return calls

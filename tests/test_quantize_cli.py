@@ -1,0 +1,68 @@
+"""`vlmkit quantize` end to end: --json fields, the rich report, text / VQA calibration sources, one-line errors
+and nothing half written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vlmkit.cli import _register, app
+
+_register()
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["quantize", *args])
+
+
+def test_json_says_what_was_quantized_kept_and_why(zoo, tmp_path: Path) -> None:
+    texts = tmp_path / "calib.txt"
+    texts.write_text("\n".join(f"Sentence number {i} about a red square and a blue circle." for i in range(9)))
+    result = invoke(str(zoo("llava-calm2-siglip")), "--method", "rtn", "--bits", "8", "--calib", str(texts),
+                    "--samples", "6", "--out", str(tmp_path / "q"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= {"quantized", "kept", "layers", "quality", "timings", "peak_rss_mb", "files", "spec"}
+    assert report["spec"]["scheme"] == "W8A16" and report["peak_rss_mb"] > 0
+    assert report["quality"]["held-out texts"]["n_samples"] == 3  # the 3 lines after the 6 calibration ones
+    assert report["kept"]["model.multi_modal_projector.linear_1"] == "projector kept at source precision (default)"
+    assert report["kept"]["lm_head"] == "head kept at source precision (default)"
+    assert len(report["layers"]) == len(report["quantized"]) == 14
+    fingerprints = json.loads((tmp_path / "q" / "vlmkit_calibration.json").read_text())
+    assert all(s["image_sha256"] is None for s in fingerprints["samples"])
+
+
+def test_report_renders_for_a_vqa_folder(zoo, tmp_path: Path) -> None:
+    from vlmkit.demo.dataset import write_split
+
+    write_split(tmp_path / "vqa", "train", n=4, seed=3)
+    result = invoke(str(zoo("llava-clip")), "--method", "gptq", "--calib", str(tmp_path / "vqa"), "--samples", "8",
+                    "--out", str(tmp_path / "q"))
+    assert result.exit_code == 0, result.output
+    assert "relative output error" in result.output and "held-out image questions" in result.output
+    fingerprints = json.loads((tmp_path / "q" / "vlmkit_calibration.json").read_text())
+    assert fingerprints["n_samples"] == 8 and fingerprints["samples"][0]["image_file"].endswith(".png")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "q"
+    cases = [
+        (["zoo:llama", "--calib", str(tmp_path / "missing"), "--out", str(out)], "calibration source not found"),
+        (["zoo:llama", "--method", "smooth", "--out", str(out)], "--method smooth"),
+        (["zoo:llama", "--bits", "3", "--out", str(out)], "--bits 3"),
+        (["zoo:llama", "--exclude", ".*", "--out", str(out)], "nothing to quantize"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([sys.executable, "-m", "vlmkit", "quantize", *args], capture_output=True, text=True)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".q")]
+
+
+def test_help_has_an_example() -> None:
+    result = CliRunner().invoke(app, ["quantize", "--help"])
+    assert result.exit_code == 0 and "Example: vlmkit quantize" in result.output

@@ -1,0 +1,51 @@
+"""The demo VLM quantized on image+text calibration (the demo generator's training split): GPTQ and AWQ W4
+(group 128: the demo LM's widths 256 and 512 divide it, no fallback) lose less than RTN W4 on held-out test-split
+image questions; the slow test scores each on the full MME-style test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vlmkit.quant.pipeline import quantize
+
+HELD_OUT = "held-out image questions"
+FP32_TOTAL = 677.0  # `vlmkit demo score` of the shipped weights (tests/test_demo_* keep it so)
+
+
+def _run(tmp: Path, method: str, bits: int, samples: int = 32, held_out: int = 12):
+    return quantize("demo", tmp / f"{method}{bits}", method=method, bits=bits, group_size=128, calib="demo",
+                    samples=samples, held_out=held_out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def w4(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    return {method: _run(tmp, method, 4) for method in ("rtn", "gptq", "awq")}
+
+
+def test_demo_lm_widths_take_group_128_without_fallback(w4) -> None:
+    assert all(layer["group_size"] == 128 for result in w4.values() for layer in result.layers)
+    assert all("fallback" not in why for why in w4["rtn"].quantized.values())
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_gptq_and_awq_beat_rtn_on_held_out_image_questions(w4, method: str) -> None:
+    ours, rtn = w4[method].quality[HELD_OUT], w4["rtn"].quality[HELD_OUT]
+    assert ours["n_samples"] == 12
+    assert ours["mean_kld"] < 0.8 * rtn["mean_kld"]
+
+
+@pytest.mark.slow
+def test_demo_mme_totals_within_budget(tmp_path: Path) -> None:
+    """~8 minutes on 2 cores: four quantizations and four full test-split scores."""
+    from vlmkit.demo.evaluate import evaluate, split_questions
+
+    questions = split_questions("test")
+    budgets = {("rtn", 8): 0.5, ("gptq", 4): 2.0, ("awq", 4): 2.0}
+    totals = {}
+    for (method, bits), budget in budgets.items():
+        result = _run(tmp_path, method, bits, samples=64, held_out=32)
+        totals[method, bits] = evaluate(questions, result.out)["total"]
+        assert abs(totals[method, bits] - FP32_TOTAL) <= budget, totals
