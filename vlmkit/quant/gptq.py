@@ -56,12 +56,13 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, args, damp: float = 0.01, 
     group_of = perm // group  # group of each (permuted) column in the original order
     hinv = _inverse_cholesky(h, damp)
     q = torch.zeros_like(w)
+    channel = args.model_copy(update={"strategy": "channel", "group_size": None})  # one column = one channel
     for i1 in range(0, w.shape[1], BLOCK):
         i2 = min(i1 + BLOCK, w.shape[1])
         w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros(w.shape[0], i2 - i1), hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             g = int(group_of[i1 + i])
-            column = _quantize_column(w1[:, i], scale[:, g], zero[:, g], args)
+            column = fake_quant(w1[:, i:i + 1], scale[:, g:g + 1], zero[:, g:g + 1], channel)[:, 0]
             q[:, i1 + i] = column
             err = (w1[:, i] - column) / hinv1[i, i]
             w1[:, i:] -= err.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
@@ -69,9 +70,3 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, args, damp: float = 0.01, 
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     q = q[:, torch.argsort(perm)]
     return QuantizedWeight(q, scale, zero, args)
-
-
-def _quantize_column(column: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, args) -> torch.Tensor:
-    """One column on its group's grid: compressed-tensors' per-channel rule applied to a [rows, 1] slice."""
-    channel = args.model_copy(update={"strategy": "channel", "group_size": None})
-    return fake_quant(column.unsqueeze(1), scale.unsqueeze(1), zero.unsqueeze(1), channel).squeeze(1)

@@ -99,8 +99,10 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              format: str = "hf", gguf_type: str | None = None, include: tuple[str, ...] = (),
              exclude: tuple[str, ...] = (), act_order: bool = False, held_out: int = 16,
              overwrite: bool = False, progress: bool = True, verbose: bool = False,
-             keep_logits: bool = False) -> QuantizeResult:
+             keep_logits: bool = False, threads: int | None = None) -> QuantizeResult:
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
+    if threads:
+        torch.set_num_threads(threads)
     from vlmkit.export.publish import publish_dir
     from vlmkit.hub import resolve_model
     from vlmkit.logs import quiet_transformers
