@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import resource
+import subprocess
+import tempfile
+import time
 
 METHODS = ("rtn", "awq", "gptq")
 LLMC_PYTHON = "/work/venvs/llmcompressor/bin/python"
@@ -56,7 +56,11 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+    )
 
     start = time.perf_counter()
     texts = [line for line in Path(calib).read_text().splitlines() if line.strip()][:n]
@@ -75,7 +79,7 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
 
 
 def run_worker(python: str, *args: str) -> dict:
-    done = subprocess.run([python, "-m", "bench.quantize", *args], capture_output=True, text=True,
+    done = subprocess.run([python, "-m", "bench.quantize", *args], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -147,7 +151,7 @@ def print_table(title: str, rows: list[dict]) -> None:
                   f"{r.get('error') or r.get('reload_error')} | | | |")
             continue
 
-        def ratio(key: str) -> str:
+        def ratio(key: str, r: dict = r) -> str:
             return f"{r[key] / ref[key]:.2f}" if ref and ref.get(key) else "-"
 
         print(f"| {r['name']} | {r['seconds']:.1f} | {ratio('seconds')} | {r['peak_rss_mb']:.0f} | "

@@ -9,13 +9,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from PIL import Image
-
-import vlmkit
 from compressed_tensors.compressors import PackedQuantizationCompressor
 from compressed_tensors.quantization import QuantizationScheme
+from PIL import Image
 from safetensors.torch import load_file
 
+import vlmkit
 from vlmkit.export.gguf_quant import weight_args
 from vlmkit.gguf.transforms import rope_permute_q
 from vlmkit.gguf.verify import _load_llama, _logits_llama

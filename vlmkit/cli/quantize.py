@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,13 +30,13 @@ def quantize_command(
     samples: Annotated[int, typer.Option(help="Calibration samples.")] = 64,
     held_out: Annotated[int, typer.Option(help="Held-out samples for the quality report.")] = 16,
     format: Annotated[str, typer.Option("--format", help="hf (compressed-tensors) | gguf | both")] = "hf",
-    gguf_type: Annotated[Optional[str], typer.Option(
+    gguf_type: Annotated[str | None, typer.Option(
         help="q4_0 / q8_0 (the method's integers written exactly at --group-size 32) or q4_k_m, q5_k_m, "
              "q6_k (llama.cpp's quantizer). Default: q4_0 for 4 bits, q8_0 for 8.")] = None,
-    include: Annotated[Optional[list[str]], typer.Option(help="Regex: also quantize matching Linears.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Regex: keep matching Linears.")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Regex: also quantize matching Linears.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Regex: keep matching Linears.")] = None,
     act_order: Annotated[bool, typer.Option(help="GPTQ: quantize columns in activation order.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     verbose: Annotated[bool, typer.Option(help="Show third-party logs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

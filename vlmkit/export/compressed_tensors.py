@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vlmkit.quant.recipe import CHANNEL, QuantSpec, Recipe
+from vlmkit.quant.recipe import QuantSpec, Recipe
 
 SHARD_BYTES = 2 << 30
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json", ".gguf", ".npz")

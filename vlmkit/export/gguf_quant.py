@@ -26,7 +26,7 @@ def weight_args(compressed: dict):
     """The quantization args of one packed Linear, read back from its tensors' shapes."""
     from vlmkit.quant.rtn import quant_args
 
-    rows, cols = (int(v) for v in compressed["weight_shape"])
+    cols = int(compressed["weight_shape"][-1])
     bits = compressed["weight_packed"].shape[-1] * 32 // cols
     groups = compressed["weight_scale"].shape[-1]
     return quant_args(int(bits), "weight_zero_point" not in compressed, cols // groups if groups > 1 else 0)
@@ -65,8 +65,8 @@ def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gg
     try:
         if not exact:
             convert(floats, out, dtype=gguf_type, verify=False, verbose=verbose, overwrite=True)
-            return [f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
-                    "method's grid; no importance matrix)"]
+            return [(f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
+                     "method's grid; no importance matrix)")]
         convert(floats, out, dtype="f32", verify=False, verbose=verbose, overwrite=True)
         _rewrite_exact(out / "model.gguf", floats, lm_rel, packed)
         return [f"GGUF {gguf_type}: the method's integers and float16 scales written as ggml blocks, exactly"]

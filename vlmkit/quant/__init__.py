@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def quantize(*args: Any, **kwargs: Any):  # noqa: ANN201 - see vlmkit.quant.pipeline.quantize
+def quantize(*args: Any, **kwargs: Any):
     from vlmkit.quant.pipeline import quantize as _quantize
 
     return _quantize(*args, **kwargs)

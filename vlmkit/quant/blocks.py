@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vlmkit.quant.awq import clip_search, find_predecessor, fold, hessian_loss, module_loss, search_scales
+from vlmkit.quant.awq import (
+    clip_search,
+    find_predecessor,
+    fold,
+    hessian_loss,
+    module_loss,
+    search_scales,
+)
 from vlmkit.quant.capture import BlockInput, run_block
 from vlmkit.quant.gptq import Hessian, gptq
 from vlmkit.quant.recipe import QuantSpec

@@ -79,7 +79,11 @@ def memory_names(model: nn.Module, disk_names: list[str]) -> dict[str, str]:
     (``language_model.model.layers.0.x`` -> ``model.language_model.layers.0.x``,
     ``vision_tower.vision_model.x`` -> ``model.vision_tower.x`` ...)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        rename_source_key,
+    )
 
     conversions = get_model_conversion_mapping(model)
     renamings = [c for c in conversions if isinstance(c, WeightRenaming)]

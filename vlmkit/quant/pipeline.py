@@ -23,7 +23,7 @@ from vlmkit.families.base import LANGUAGE_MODEL
 from vlmkit.quant.blocks import LinearResult, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
 from vlmkit.quant.capture import BlockInput, StagedModel, run_block
-from vlmkit.quant.recipe import Decision, QuantSpec, Recipe, decide
+from vlmkit.quant.recipe import QuantSpec, Recipe, decide
 
 FORMATS = ("hf", "gguf", "both")
 EXACT_GGUF = {("q4_0", 4): 32, ("q8_0", 8): 32}  # GGUF type whose grid is symmetric groups of 32
@@ -68,9 +68,9 @@ def language_model_folder(folder: Path, family) -> tuple[Path, list[str]]:
     for prefix, component in family.components.items():
         sub = folder / prefix.rstrip(".")
         if component == LANGUAGE_MODEL and (sub / "config.json").is_file():
-            return sub, [f"custom-code checkpoint: its language model ({sub.name}/) is quantized and the other "
-                         "parts copied unchanged; calibration uses the question texts (vlmkit never runs the "
-                         "checkpoint's own vision code)"]
+            return sub, [(f"custom-code checkpoint: its language model ({sub.name}/) is quantized and the other "
+                          "parts copied unchanged; calibration uses the question texts (vlmkit never runs the "
+                          "checkpoint's own vision code)")]
     raise UnsupportedError(folder, "custom-code checkpoint without a language-model sub-folder vlmkit can build")
 
 
