@@ -78,6 +78,45 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def worker_llmc_gptq(tensors: str) -> dict:
+    """llm-compressor's own ``quantize_weight`` on a saved (W, H, scale, zero point): the reference GPTQ."""
+    import torch
+    from compressed_tensors.quantization import QuantizationArgs
+    from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
+
+    saved = torch.load(tensors)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=128)
+    q, _, _ = quantize_weight(saved["w"][None], saved["h"][None], saved["scale"][None], saved["zero"][None], None,
+                              args)
+    torch.save(q[0], tensors + ".llmc")
+    return {}
+
+
+def gptq_parity(llmc_python: str, work: Path) -> str:
+    """vlmkit's GPTQ and llm-compressor's on one Linear (same weight, Hessian, scales): how many values agree."""
+    import torch
+
+    from vlmkit.quant.gptq import Hessian, gptq
+    from vlmkit.quant.rtn import qparams, quant_args
+
+    torch.manual_seed(0)
+    w = torch.randn(512, 1024)
+    x = torch.randn(8192, 1024) @ (torch.randn(1024, 1024) * 0.05 + torch.eye(1024))
+    hessian = Hessian(1024)
+    hessian.add(x)
+    args = quant_args(4, True, 128)
+    scale, zero = qparams(w, args)
+    path = work / "gptq.pt"
+    torch.save({"w": w, "h": hessian.matrix, "scale": scale, "zero": zero}, path)
+    done = run_worker(llmc_python, "llmc-gptq", str(path))
+    if "error" in done:
+        return f"llm-compressor's quantize_weight failed: {done['error']}"
+    theirs, ours = torch.load(str(path) + ".llmc"), gptq(w, hessian.matrix, args).weight
+    same = float((theirs == ours).float().mean())
+    return (f"GPTQ on one 512×1024 Linear, vlmkit vs llm-compressor's quantize_weight: {100 * same:.3f} % of "
+            f"the weights identical, max |Δ| {float((theirs - ours).abs().max()):.3g}")
+
+
 def run_worker(python: str, *args: str) -> dict:
     done = subprocess.run([python, "-m", "bench.quantize", *args], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parent.parent)
@@ -171,6 +210,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vlmkit-bench-quantize-") as tmp:
         work = Path(tmp)
+        print(gptq_parity(args.llmc_python, work))
         if args.demo:
             (work / "demo").mkdir()
             print_table("demo VLM (LLaVA: SigLIP + Llama), W4 group 128",
@@ -185,6 +225,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "vlmkit":
         print(json.dumps(worker_vlmkit(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "llmc-gptq":
+        print(json.dumps(worker_llmc_gptq(sys.argv[2])))
     elif len(sys.argv) > 1 and sys.argv[1] == "llmc":
         print(json.dumps(worker_llmc(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
                                      bool(int(sys.argv[6])))))
