@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from vlmkit.cli import _register, app
+from vlmkit.errors import VlmkitError
+from vlmkit.quant.pipeline import quantize
 
 _register()
 
@@ -50,17 +53,16 @@ def test_report_renders_for_a_vqa_folder(zoo, tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "q"
-    cases = [
-        (["zoo:llama", "--calib", str(tmp_path / "missing"), "--out", str(out)], "calibration source not found"),
-        (["zoo:llama", "--method", "smooth", "--out", str(out)], "--method smooth"),
-        (["zoo:llama", "--bits", "3", "--out", str(out)], "--bits 3"),
-        (["zoo:llama", "--exclude", ".*", "--out", str(out)], "nothing to quantize"),
-    ]
-    for args, message in cases:
-        done = subprocess.run([sys.executable, "-m", "vlmkit", "quantize", *args], capture_output=True, text=True, check=False)
-        assert done.returncode == 1, done.stderr
-        assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
-        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".q")]
+    done = subprocess.run([sys.executable, "-m", "vlmkit", "quantize", "zoo:llama", "--calib", str(tmp_path / "nope"),
+                           "--out", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "calibration source not found" in done.stderr
+    cases = [({"method": "smooth"}, "--method smooth"), ({"bits": 3}, "--bits 3"),
+             ({"exclude": (".*",)}, "nothing to quantize"), ({"format": "onnx"}, "--format onnx")]
+    for kwargs, message in cases:
+        with pytest.raises(VlmkitError, match=message):
+            quantize("zoo:llama", out, samples=2, held_out=1, progress=False, **kwargs)
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_help_has_an_example() -> None:

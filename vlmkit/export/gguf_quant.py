@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -58,20 +59,25 @@ def dequantized_folder(hf_dir: Path, lm_rel: Path, packed: dict, out: Path) -> P
 
 def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gguf_type: str, exact: bool,
                          verbose: bool) -> list[str]:
+    """model.gguf (+ mmproj.gguf) into ``out`` (which may already hold other files)."""
     from vlmkit.convert import convert
 
-    work = out.parent / f".{out.name}.float"
-    floats = dequantized_folder(hf_dir, lm_rel, packed, work)
+    scratch = Path(tempfile.mkdtemp(prefix=".vlmkit-gguf-", dir=hf_dir.parent))  # never inside hf_dir
     try:
-        if not exact:
-            convert(floats, out, dtype=gguf_type, verify=False, verbose=verbose, overwrite=True)
-            return [(f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
-                     "method's grid; no importance matrix)")]
-        convert(floats, out, dtype="f32", verify=False, verbose=verbose, overwrite=True)
-        _rewrite_exact(out / "model.gguf", floats, lm_rel, packed)
-        return [f"GGUF {gguf_type}: the method's integers and float16 scales written as ggml blocks, exactly"]
+        floats = dequantized_folder(hf_dir, lm_rel, packed, scratch / "float")
+        staged = scratch / "gguf"
+        convert(floats, staged, dtype="f32" if exact else gguf_type, verify=False, verbose=verbose)
+        if exact:
+            _rewrite_exact(staged / "model.gguf", floats, lm_rel, packed)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in staged.iterdir():
+            item.replace(out / item.name)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if exact:
+        return [f"GGUF {gguf_type}: the method's integers and float16 scales written as ggml blocks, exactly"]
+    return [(f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
+             "method's grid; no importance matrix)")]
 
 
 def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -> None:
@@ -90,8 +96,12 @@ def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -
                 transform = _transform(plan.text_family, _canonical(plan.family, tensor.source) or tensor.source)
                 plan.tensors[i] = _exact_tensor(tensor, by_source[tensor.source], gtype, transform, plan.hp)
 
-    tmp = model_gguf.with_suffix(".tmp")
-    write_lm_gguf(floats, config, tmp, "f32", TensorSource(floats), replace=replace, file_type=file_type)
+    from vlmkit.gguf.export import KEY_CONVERSION_ID
+    from vlmkit.runtime.llamacpp_backend import gguf_field
+
+    tmp = model_gguf.with_suffix(".tmp")  # keeps the conversion id that pairs it with mmproj.gguf
+    write_lm_gguf(floats, config, tmp, "f32", TensorSource(floats), gguf_field(model_gguf, KEY_CONVERSION_ID),
+                  replace=replace, file_type=file_type)
     tmp.replace(model_gguf)
 
 

@@ -103,7 +103,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
     if threads:
         torch.set_num_threads(threads)
-    from vlmkit.export.publish import publish_dir
+    from vlmkit.export.atomic import atomic_dir
     from vlmkit.hub import resolve_model
     from vlmkit.logs import quiet_transformers
     from vlmkit.readers import open_checkpoint
@@ -159,7 +159,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
     result = QuantizeResult(Path(out), _spec_dict(spec, scale_grid), recipe.quantized, recipe.kept,
                             [_layer_dict(staged, i, r) for i, rs in layers for r in rs], quality, timings, 0.0,
                             notes=notes, logits=logits if keep_logits else {})
-    with publish_dir(Path(out), overwrite) as tmp:
+    with atomic_dir(Path(out), overwrite) as tmp:
         _export(tmp, folder, lm_folder, staged, recipe, spec, packed, replaced, format, gguf_type,
                 exact_group, calib, calibration, result, verbose)
     timings["export_s"] = time.perf_counter() - t
