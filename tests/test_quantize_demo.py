@@ -38,7 +38,7 @@ def test_gptq_and_awq_beat_rtn_on_held_out_image_questions(w4, method: str) -> N
 
 @pytest.mark.slow
 def test_demo_mme_totals(tmp_path: Path) -> None:
-    """~5 minutes on 2 cores: four quantizations and four full test-split scores (600 questions).
+    """5–10 minutes on 2 cores: four quantizations and four full test-split scores (600 questions).
 
     The issue's budgets (W8 within 0.5 points of fp32, W4 GPTQ / AWQ within 2) are not what this model allows:
     llama.cpp's own q8_0 of it already scores 674 (README), and a W4 total moves by ±4 with the calibration set's
