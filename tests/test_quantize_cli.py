@@ -36,7 +36,7 @@ def test_json_says_what_was_quantized_kept_and_why(zoo, tmp_path: Path) -> None:
     assert report["kept"]["lm_head"] == "head kept at source precision (default)"
     assert len(report["layers"]) == len(report["quantized"]) == 14
     fingerprints = json.loads((tmp_path / "q" / "vlmkit_calibration.json").read_text())
-    assert all(s["image_sha256"] is None for s in fingerprints["samples"])
+    assert all(s["image_sha256"] is None for s in fingerprints["sample_hashes"])
 
 
 def test_report_renders_for_a_vqa_folder(zoo, tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_report_renders_for_a_vqa_folder(zoo, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "relative output error" in result.output and "held-out image questions" in result.output
     fingerprints = json.loads((tmp_path / "q" / "vlmkit_calibration.json").read_text())
-    assert fingerprints["n_samples"] == 8 and fingerprints["samples"][0]["image_file"].endswith(".png")
+    assert fingerprints["n_samples"] == 8 and fingerprints["sample_hashes"][0]["image_file"].endswith(".png")
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 import vlmkit
 from vlmkit.export.gguf_quant import weight_args
 from vlmkit.gguf.transforms import rope_permute_q
-from vlmkit.gguf.verify import _load_llama, _logits_llama
 from vlmkit.metrics.logits import logit_stats
 from vlmkit.quant.pipeline import quantize
 
@@ -57,11 +56,11 @@ def test_q4_0_tensors_hold_the_methods_values(exact) -> None:
 
 def test_q4_0_runs_in_llama_cpp_with_vlmkits_logits(exact) -> None:
     out, result = exact
-    llm = _load_llama(out / "gguf" / "model.gguf", 2, False)
-    for inputs, ours in result.logits["held-out plain text"]:
-        stats = logit_stats(ours.numpy(), _logits_llama(llm, inputs["input_ids"][0].tolist()))
-        assert stats.same_top1 == 1.0 and stats.mean_kld < 1e-5  # ggml's q8 activations: the only difference
-    llm.close()
+    with vlmkit.load(out / "gguf", device="cpu", threads=2) as runner:
+        for inputs, ours in result.logits["held-out plain text"]:
+            theirs = np.asarray(runner.backend.logits(inputs["input_ids"][0].tolist()), dtype=np.float32)
+            stats = logit_stats(ours.numpy(), theirs)
+            assert stats.same_top1 == 1.0 and stats.mean_kld < 1e-5  # ggml's q8 activations: the only difference
 
 
 def test_quantized_gguf_answers_through_vlmkit_load(exact) -> None:

@@ -49,7 +49,7 @@ def test_zoo_model_quantizes_and_reloads_in_transformers(zoo, tmp_path: Path, na
         assert "vision tower kept at source precision (default)" in reasons
         assert "projector kept at source precision (default)" in reasons
     fingerprints = json.loads((out / FINGERPRINT_FILE).read_text())
-    assert fingerprints["n_samples"] == 6 and len(fingerprints["samples"][0]["text_sha256"]) == 64
+    assert fingerprints["n_samples"] == 6 and len(fingerprints["sample_hashes"][0]["text_sha256"]) == 64
     assert all(q["mean_kld"] > 0 for q in result.quality.values())
     assert all(0 < layer["relative_error"] < 0.5 for layer in result.layers)
 
@@ -79,3 +79,15 @@ def test_mixed_group_sizes_reload(zoo, tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert len(config["config_groups"]) == 2
     reload_logits_match(out, result)
+
+
+def test_calibration_record_is_what_eval_reads(zoo, tmp_path: Path) -> None:
+    """`vlmkit eval vqa` finds the quantized model's calibration questions in its record (vlmkit.data.calibration)."""
+    from vlmkit.data.calibration import overlap
+    from vlmkit.quant.calibration import load_samples
+
+    out = tmp_path / "q"
+    quantize(zoo("llava-calm2-siglip"), out, method="rtn", calib="demo", samples=6, held_out=3, progress=False)
+    calib, held = load_samples("demo", 6, 3)
+    assert overlap(out, [(s.image, s.text) for s in calib])["overlapping"] == 6
+    assert overlap(out, [(s.image, s.text) for s in held])["overlapping"] == 0

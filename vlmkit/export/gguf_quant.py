@@ -83,7 +83,9 @@ def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gg
 def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -> None:
     from vlmkit.gguf.export import write_lm_gguf
     from vlmkit.gguf.lm import _canonical, _transform
-    from vlmkit.gguf.source import TensorSource
+    from vlmkit.gguf_keys import KEY_CONVERSION_ID
+    from vlmkit.readers import open_checkpoint
+    from vlmkit.runtime.llamacpp_backend import gguf_field
 
     config = json.loads((floats / "config.json").read_text())
     prefix = "" if str(lm_rel) == "." else f"{lm_rel}."
@@ -96,12 +98,10 @@ def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -
                 transform = _transform(plan.text_family, _canonical(plan.family, tensor.source) or tensor.source)
                 plan.tensors[i] = _exact_tensor(tensor, by_source[tensor.source], gtype, transform, plan.hp)
 
-    from vlmkit.gguf.export import KEY_CONVERSION_ID
-    from vlmkit.runtime.llamacpp_backend import gguf_field
-
     tmp = model_gguf.with_suffix(".tmp")  # keeps the conversion id that pairs it with mmproj.gguf
-    write_lm_gguf(floats, config, tmp, "f32", TensorSource(floats), gguf_field(model_gguf, KEY_CONVERSION_ID),
-                  replace=replace, file_type=file_type)
+    with open_checkpoint(floats) as source:
+        write_lm_gguf(floats, config, tmp, "f32", source, gguf_field(model_gguf, KEY_CONVERSION_ID),
+                      replace=replace, file_type=file_type)
     tmp.replace(model_gguf)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from vlmkit.errors import VlmkitError
 
-FINGERPRINT_FILE = "vlmkit_calibration.json"
+FINGERPRINT_FILE = "vlmkit_calibration.json"  # vlmkit.data.calibration.CALIBRATION_FILE
 HELD_OUT_TEXTS = (  # plain-text held-out prompts: the quality report shows the calibration domain's effect
     "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm afternoon sun.",
     "Quantization maps each weight to a small set of levels; the question is what that costs in quality.",
@@ -127,7 +127,9 @@ class Encoder:
 
 
 def write_fingerprints(out: Path, source: str, samples: list[Sample]) -> Path:
-    path = out / FINGERPRINT_FILE
-    record = {"source": source, "n_samples": len(samples), "samples": [s.fingerprint() for s in samples]}
-    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    return path
+    """``vlmkit_calibration.json`` in the format ``vlmkit eval vqa`` reads (:mod:`vlmkit.data.calibration`:
+    one fingerprint per image question), plus per-sample image / text hashes (text samples included)."""
+    from vlmkit.data.calibration import write_fingerprints as write_record
+
+    return write_record(out, [(s.image, s.text) for s in samples if s.image is not None], source=source,
+                        n_samples=len(samples), sample_hashes=[s.fingerprint() for s in samples])

@@ -274,4 +274,6 @@ def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, pack
 
             shutil.rmtree(hf_dir)
     write_fingerprints(tmp, calib, calibration)
+    if format == "both":
+        write_fingerprints(tmp / "gguf", calib, calibration)
     result.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
