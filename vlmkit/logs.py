@@ -48,19 +48,24 @@ def quiet_vllm(verbose: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def quiet_stderr(verbose: bool = False) -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block: C++ warnings (torch's NUMA binding notice), prints and
-    progress bars of a library's loader that no setting turns off. Python exceptions still propagate."""
+def quiet_output(verbose: bool = False) -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null for the block: C++ warnings (torch's NUMA binding notice),
+    prints (vLLM's "Triton is installed ..." goes to stdout, which would spoil ``--json``) and loader progress
+    bars that no setting turns off. Python exceptions still propagate."""
     if verbose:
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
             os.dup2(devnull.fileno(), 2)
             yield
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)

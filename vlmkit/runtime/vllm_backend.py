@@ -14,6 +14,7 @@ front). ``logits`` returns vLLM's raw prompt logits (``logprobs_mode="raw_logits
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",   # in-process engine: no spawn, no `if __name__ == "__main__"` needed
 }
 MAX_MODEL_LEN = 4096  # context vLLM reserves KV cache for, at most (the model's own when smaller)
+_REQUEST_IDS = itertools.count()
+MAX_IMAGES = 4        # images per prompt vLLM makes room for
 
 
 def engine_env(verbose: bool, threads: int | None = None) -> None:
@@ -87,6 +90,43 @@ def _cpu_head_sizes() -> list[int]:
     return list(CPUAttentionBackend.get_supported_head_sizes())
 
 
+def engine_options(config: dict[str, Any], processor: Any, is_vlm: bool, dtype: str | None) -> dict[str, Any]:
+    """The ``LLM(...)`` / server options vlmkit chooses for a checkpoint (``vlmkit serve`` passes the same)."""
+    text = config.get("text_config") or config
+    name = DTYPES.get((dtype or "auto").lower())
+    if name is None:
+        raise VlmkitError(None, f"unknown dtype {dtype!r} (use {', '.join(sorted(DTYPES))})")
+    if name == "auto" and "quantization_config" in config and _cpu_head_sizes():
+        name = "bfloat16"  # vLLM's CPU W4A16 kernel (cpu_gemm_wna16) has no float32 variant
+    options: dict[str, Any] = {
+        "dtype": name,
+        "max_model_len": min(int(text.get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN),
+        "enforce_eager": True,  # no graph capture / torch.compile warm-up: seconds, not minutes, to start on CPU
+    }
+    if is_vlm:
+        options["limit_mm_per_prompt"] = {"image": MAX_IMAGES}
+        options.update(without_torchvision(processor))
+    return options
+
+
+def without_torchvision(processor: Any) -> dict[str, Any]:
+    """Engine options for a VLM on a machine without torchvision (the CPU build: PyPI's torchvision is built
+    against CUDA torch and cannot load next to the CPU one). vLLM's own LLaVA module imports transformers'
+    torchvision-only Pixtral image processor, so the model runs on vLLM's Transformers modeling backend, which
+    does not; that path counts image tokens from the processor's ``crop_size``, which SigLIP image processors
+    lack (they resize to ``size``), so it is passed explicitly."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        return {}
+    options: dict[str, Any] = {"model_impl": "transformers"}
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None) or {}
+    if getattr(image_processor, "crop_size", None) is None and "height" in size:
+        options["mm_processor_kwargs"] = {"crop_size": {"height": size["height"], "width": size["width"]}}
+    return options
+
+
 class VllmBackend(TransformersBackend):
     """vLLM's ``LLM`` on an HF checkpoint; prompts and decoding shared with the transformers backend."""
 
@@ -96,14 +136,14 @@ class VllmBackend(TransformersBackend):
                  verbose: bool = False):
         import json
 
-        from vlmkit.logs import quiet_stderr, quiet_transformers
+        from vlmkit.logs import quiet_output, quiet_transformers
 
         quiet_transformers(verbose)
         engine_env(verbose, threads)
         self.path = Path(path)
         _, self.is_vlm = model_class(self.path)
         config = json.loads((self.path / "config.json").read_text())
-        with quiet_stderr(verbose):  # import-time and loader prints no vLLM setting turns off
+        with quiet_output(verbose):  # import-time and loader prints no vLLM setting turns off
             vllm = import_vllm()
             check_vllm_can_load(self.path, config)
             self.device = "cpu"  # where the transformers-side processor leaves its tensors; vLLM places the model
@@ -116,35 +156,9 @@ class VllmBackend(TransformersBackend):
         self._eos = self._eos_ids()
 
     def _engine(self, vllm: Any, config: dict[str, Any], dtype: str | None) -> Any:
-        text = config.get("text_config") or config
-        max_len = min(int(text.get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN)
-        options: dict[str, Any] = {}
-        if self.is_vlm:
-            options["limit_mm_per_prompt"] = {"image": 4}
-            options.update(self._without_torchvision())
-        name = DTYPES.get((dtype or "auto").lower())
-        if name is None:
-            raise VlmkitError(None, f"unknown dtype {dtype!r} (use {', '.join(sorted(DTYPES))})")
-        return vllm.LLM(model=str(self.path), dtype=name, max_model_len=max_len, enforce_eager=True,
-                        trust_remote_code=False, max_logprobs=-1, logprobs_mode="raw_logits",
-                        disable_log_stats=True, **options)
-
-    def _without_torchvision(self) -> dict[str, Any]:
-        """Engine options for a VLM on a machine without torchvision (the CPU build: PyPI's torchvision is built
-        against CUDA torch and cannot load next to the CPU one). vLLM's own LLaVA module imports transformers'
-        torchvision-only Pixtral image processor, so the model runs on vLLM's Transformers modeling backend,
-        which does not; that path counts image tokens from the processor's ``crop_size``, which SigLIP image
-        processors lack (they resize to ``size``), so it is passed explicitly."""
-        import importlib.util
-
-        if importlib.util.find_spec("torchvision") is not None:
-            return {}
-        options: dict[str, Any] = {"model_impl": "transformers"}
-        image_processor = getattr(self.processor, "image_processor", None)
-        size = getattr(image_processor, "size", None) or {}
-        if getattr(image_processor, "crop_size", None) is None and "height" in size:
-            options["mm_processor_kwargs"] = {"crop_size": {"height": size["height"], "width": size["width"]}}
-        return options
+        options = engine_options(config, self.processor, self.is_vlm, dtype)
+        return vllm.LLM(model=str(self.path), trust_remote_code=False, max_logprobs=-1,
+                        logprobs_mode="raw_logits", disable_log_stats=True, **options)
 
     def _eos_ids(self) -> set[int]:
         """generation_config.json's end-of-sequence ids (else the tokenizer's), as transformers stops on."""
@@ -200,7 +214,23 @@ class VllmBackend(TransformersBackend):
         return ids[:-1] if ids and ids[-1] in self._eos else ids
 
     def generate_ids(self, prompt: Prompt, params: SamplingParams) -> Iterator[int]:
-        yield from self.generate_many([prompt], params)[0]
+        """Stream one request through the engine step by step (``run``); closing the iterator aborts it."""
+        engine = self.llm.llm_engine
+        request_id = f"vlmkit-{next(_REQUEST_IDS)}"
+        engine.add_request(request_id, prompt.payload, self.sampling(params, prompt.n_tokens))
+        sent, finished = 0, False
+        try:
+            while not finished and engine.has_unfinished_requests():
+                for output in engine.step():
+                    if output.request_id != request_id:
+                        continue
+                    ids, finished = list(output.outputs[0].token_ids), output.finished
+                    new = self._strip_eos(ids) if finished else ids
+                    yield from itertools.islice(new, sent, None)
+                    sent = max(sent, len(new))
+        finally:
+            if not finished:
+                engine.abort_request([request_id])
 
     def generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """``generate_many`` with the session's stop strings and statistics (timing is the batch's)."""
