@@ -196,12 +196,16 @@ class VllmBackend(TransformersBackend):
 
     def sampling(self, params: SamplingParams, n_prompt: int, **extra: Any) -> Any:
         from vllm import SamplingParams as VllmSampling
+        from vllm.exceptions import VLLMValidationError
 
-        return VllmSampling(
-            max_tokens=max(1, min(params.max_new_tokens, self.n_ctx - n_prompt)),
-            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-            repetition_penalty=params.repetition_penalty, seed=params.seed, stop=list(params.stop),
-            skip_special_tokens=True, **extra)
+        try:
+            return VllmSampling(
+                max_tokens=max(1, min(params.max_new_tokens, self.n_ctx - n_prompt)),
+                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                repetition_penalty=params.repetition_penalty, seed=params.seed, stop=list(params.stop),
+                skip_special_tokens=True, **extra)
+        except (ValueError, VLLMValidationError) as error:  # vLLM's own limits (temperature <= 2 ...)
+            raise UnsupportedError(None, f"vLLM refuses this sampling setting: {str(error).splitlines()[0]}") from None
 
     def generate_many(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[int]]:
         """Generated token ids for each prompt (end-of-sequence removed), one vLLM batch."""
