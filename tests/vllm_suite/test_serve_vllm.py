@@ -1,0 +1,40 @@
+"""`vlmkit serve` on vLLM: the OpenAI-compatible server answers an image request from the `openai` client over
+loopback as transformers answers the same question, then stops (own venv, `-m vllm`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serve_client import ask, free_port
+from vlmkit.serve import plan_server, start_server, stop_server, wait_ready
+
+pytestmark = pytest.mark.vllm
+
+
+def test_serve_demo_answers_an_image_request_like_transformers(tmp_path):
+    from vlmkit.demo.dataset import make_split
+
+    item = make_split("test", 1)[0]
+    question = item.questions[1].question
+    item.image.save(tmp_path / "scene.png")
+    reference = subprocess.run([sys.executable, "-m", "vlmkit", "run", "demo", "--dtype", "f32", "--image",
+                                str(tmp_path / "scene.png"), "--prompt", question, "--max-new-tokens", "8", "--json"],
+                               capture_output=True, text=True, timeout=300, check=True)
+    expected = json.loads(reference.stdout)
+    plan = plan_server("demo", engine="vllm", port=free_port(), dtype="f32")
+    assert plan.host == "127.0.0.1" and "--chat-template" in plan.argv and "--limit-mm-per-prompt" in plan.argv
+    with open(tmp_path / "server.log", "w") as log:
+        process = start_server(plan, log)
+        try:
+            wait_ready(plan, process, timeout_s=400)
+            answer = ask(plan.url, plan.model, question, item.image)
+        finally:
+            stop_server(plan, process)
+    assert process.returncode is not None  # stopped
+    assert answer.choices[0].message.content == expected["text"]
+    assert answer.usage.prompt_tokens == expected["prompt_tokens"]
+    assert answer.usage.completion_tokens == expected["completion_tokens"] + (expected["finish_reason"] == "eos")
