@@ -25,3 +25,17 @@ def ask(url: str, model: str, question: str, image: Any, max_tokens: int = 8) ->
     content = [{"type": "image_url", "image_url": {"url": data_url}}, {"type": "text", "text": question}]
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
                                           max_tokens=max_tokens, temperature=0)
+
+
+def serve_and_ask(plan: Any, question: str, image: Any, log_path: Any, ready_timeout_s: float) -> Any:
+    """Start the planned server (log to ``log_path``), ask once when it is ready, and always stop it."""
+    from vlmkit.serve import start_server, stop_server, wait_ready
+
+    with open(log_path, "w") as log:
+        process = start_server(plan, log)
+        try:
+            wait_ready(plan, process, timeout_s=ready_timeout_s)
+            return ask(plan.url, plan.model, question, image)
+        finally:
+            stop_server(plan, process)
+            assert process.returncode is not None  # stopped

@@ -81,7 +81,7 @@ def test_convert_to_hf_rewrites_names_and_transformers_loads_it_identically(save
 
     result = convert(saved_by_transformers5, tmp_path / "fixed", to="hf")
     fixed = tmp_path / "fixed"
-    assert result.renamed == {"vision_tower.": "vision_tower.vision_model."}
+    assert result.layout == "vision_tower.* -> vision_tower.vision_model.*" and result.direction == "hf -> hf"
     assert inspect_model(fixed).layout_faults == {}
     assert all(not n.startswith("vision_tower.") or n.startswith("vision_tower.vision_model.")
                for n in tensor_names(fixed))
@@ -106,8 +106,8 @@ def test_convert_to_hf_refuses_cleanly_and_writes_nothing(saved_by_transformers5
         convert(saved_by_transformers5, tmp_path / "taken", to="hf")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x"]
     with pytest.raises(UnsupportedError, match="keeps every tensor's dtype"):
-        convert(saved_by_transformers5, tmp_path / "new", to="hf", dtype="f16")
-    with pytest.raises(UnsupportedError, match="no conversion from a hf checkpoint"):
+        convert(saved_by_transformers5, tmp_path / "new", to="hf", dtype="q4_0")
+    with pytest.raises(UnsupportedError, match="--to onnx from a hf checkpoint is not supported"):
         convert(saved_by_transformers5, tmp_path / "new", to="onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temporary directory left
 
@@ -115,7 +115,7 @@ def test_convert_to_hf_refuses_cleanly_and_writes_nothing(saved_by_transformers5
 def test_convert_to_hf_cli_json(saved_by_transformers5, tmp_path):
     done = subprocess.run([sys.executable, "-m", "vlmkit", "convert", str(saved_by_transformers5), "--to", "hf",
                            "--out", str(tmp_path / "o"), "--json"], capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout)["renamed"] == {"vision_tower.": "vision_tower.vision_model."}
+    assert json.loads(done.stdout)["layout"] == "vision_tower.* -> vision_tower.vision_model.*"
     shown = subprocess.run([sys.executable, "-m", "vlmkit", "inspect", str(saved_by_transformers5)],
                            capture_output=True, text=True, check=True).stdout
     assert "--to hf" in shown and "vision_tower.vision_model." in shown

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 import vlmkit
-from serve_client import ask, free_port
+from serve_client import free_port, serve_and_ask
 from vlmkit.errors import UnsupportedError
-from vlmkit.serve import plan_server, start_server, stop_server, wait_ready
+from vlmkit.serve import plan_server
 
 
 @pytest.mark.llamacpp
@@ -27,14 +27,7 @@ def test_serve_gguf_answers_an_image_request_like_the_llamacpp_backend(tmp_path)
         expected = runner.generate(question, images=[item.image], max_new_tokens=8)
     plan = plan_server(tmp_path / "gguf", port=free_port())
     assert plan.engine == "llamacpp" and "--clip_model_path" in plan.argv
-    with open(tmp_path / "server.log", "w") as log:
-        process = start_server(plan, log)
-        try:
-            wait_ready(plan, process, timeout_s=120)
-            answer = ask(plan.url, plan.model, question, item.image)
-        finally:
-            stop_server(plan, process)
-    assert process.returncode is not None
+    answer = serve_and_ask(plan, question, item.image, tmp_path / "server.log", ready_timeout_s=120)
     assert answer.choices[0].message.content == expected.text, (tmp_path / "server.log").read_text()[-2000:]
 
 

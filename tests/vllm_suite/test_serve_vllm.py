@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from serve_client import ask, free_port
-from vlmkit.serve import plan_server, start_server, stop_server, wait_ready
+from serve_client import free_port, serve_and_ask
+from vlmkit.serve import plan_server
 
 pytestmark = pytest.mark.vllm
 
@@ -27,14 +27,7 @@ def test_serve_demo_answers_an_image_request_like_transformers(tmp_path):
     expected = json.loads(reference.stdout)
     plan = plan_server("demo", engine="vllm", port=free_port(), dtype="f32")
     assert plan.host == "127.0.0.1" and "--chat-template" in plan.argv and "--limit-mm-per-prompt" in plan.argv
-    with open(tmp_path / "server.log", "w") as log:
-        process = start_server(plan, log)
-        try:
-            wait_ready(plan, process, timeout_s=400)
-            answer = ask(plan.url, plan.model, question, item.image)
-        finally:
-            stop_server(plan, process)
-    assert process.returncode is not None  # stopped
+    answer = serve_and_ask(plan, question, item.image, tmp_path / "server.log", ready_timeout_s=400)
     assert answer.choices[0].message.content == expected["text"]
     assert answer.usage.prompt_tokens == expected["prompt_tokens"]
     assert answer.usage.completion_tokens == expected["completion_tokens"] + (expected["finish_reason"] == "eos")

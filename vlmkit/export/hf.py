@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from vlmkit.errors import VlmkitError
 from vlmkit.export.big_vision import MapResult
+from vlmkit.inspect import read_config
 from vlmkit.readers import Checkpoint, open_checkpoint
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -44,8 +44,8 @@ def convert_to_hf(model_dir: Path, out_dir: Path, overwrite: bool = False) -> Ma
     from vlmkit.export.atomic import atomic_dir
 
     start = time.perf_counter()
-    config = _config(model_dir)
     with open_checkpoint(model_dir) as checkpoint, atomic_dir(out_dir, overwrite) as tmp:
+        config = read_config(model_dir, checkpoint)
         names = export_names(checkpoint, config)
         _copy_side_files(model_dir, tmp)
         write_renamed(checkpoint, names, tmp)
@@ -57,9 +57,8 @@ def convert_to_hf(model_dir: Path, out_dir: Path, overwrite: bool = False) -> Ma
 
 def rename_in_place(model_dir: Path) -> None:
     """Apply the export rule to a directory vlmkit itself is writing (after ``save_pretrained``)."""
-    config = _config(model_dir)
     with open_checkpoint(model_dir) as checkpoint:
-        names = export_names(checkpoint, config)
+        names = export_names(checkpoint, read_config(model_dir, checkpoint))
         if all(old == new for old, new in names.items()):
             return
         tmp = Path(tempfile.mkdtemp(prefix=".names-", dir=model_dir))
@@ -127,13 +126,3 @@ def _family_name(config: dict[str, Any], names: dict[str, str]) -> str:
     from vlmkit.families import family_for
 
     return family_for(config, names)[0].name
-
-
-def _config(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "config.json"
-    if not path.is_file():
-        raise VlmkitError(model_dir, "no config.json: not a Hugging Face model directory")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VlmkitError(path, f"invalid JSON ({error.msg} at line {error.lineno})") from None

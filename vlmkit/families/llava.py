@@ -11,7 +11,7 @@ its in-memory ``model.language_model.*`` names, which transformers 4 does not re
 
 from typing import Any
 
-from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, Family, MmprojMap
+from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_DISK_NAMES, HF_VLM_TIED, Family, MmprojMap
 
 # mmproj.gguf for llama.cpp's mtmd (vlmkit.gguf.mmproj): CLIP / SigLIP tower + LLaVA's 2-layer MLP projector
 _LAYER = r"encoder\.layers\.(?P<bid>\d+)\."
@@ -44,13 +44,6 @@ MMPROJ = MmprojMap(
     },
 )
 
-# transformers' in-memory names -> the hub layout (first match wins).
-HUB_PREFIXES = (
-    ("model.language_model.", "language_model.model."),
-    ("model.vision_tower.", "vision_tower."),
-    ("model.multi_modal_projector.", "multi_modal_projector."),
-    ("lm_head.", "language_model.lm_head."),
-)
 # Towers that transformers wraps as ``XVisionModel(vision_model=XVisionTransformer)``: vLLM builds the same
 # wrapper, so their tensors belong under ``vision_tower.vision_model.``.
 WRAPPED_TOWERS = ("clip_vision_model", "siglip_vision_model")
@@ -59,7 +52,7 @@ TOWER, WRAPPED = "vision_tower.", "vision_tower.vision_model."
 
 def export_name(name: str, config: dict[str, Any]) -> str:
     """The hub-layout name of a LLaVA tensor, whichever transformers version named it."""
-    for old, new in HUB_PREFIXES:
+    for old, new in HF_VLM_DISK_NAMES.items():  # transformers 5's in-memory names -> the hub layout
         if name.startswith(old):
             name = new + name[len(old):]
             break
