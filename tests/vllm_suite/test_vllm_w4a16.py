@@ -7,55 +7,21 @@ quantize` writes this format too, and its exports go through the same checks onc
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 import vlmkit
+from w4a16 import build_w4a16
 
 pytestmark = pytest.mark.vllm
 
 PROMPTS = ["Hello", "The cat sat on", "日本語で答えてください。"]
 TEXT = "The quick brown fox jumps over the lazy dog. 日本語のテキストも少し。"
-GROUP = 32
-
-
-def build_w4a16(source, out):
-    """RTN W4A16 of every Linear but the head, through compressed-tensors' own quantization and compressor."""
-    import torch
-    from compressed_tensors.compressors import ModelCompressor
-    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
-                                                 QuantizationStatus, apply_quantization_config)
-    from compressed_tensors.quantization.utils import calculate_qparams
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
-    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=GROUP)
-    scheme = QuantizationScheme(targets=["Linear"], weights=args)
-    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"],
-                                                        format="pack-quantized"))
-    for module in model.modules():
-        if hasattr(module, "weight_scale"):
-            groups = module.weight.data.float().reshape(module.weight.shape[0], -1, GROUP)
-            scale, zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
-            module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
-            module.weight_zero_point.data.copy_(zero.reshape(module.weight_zero_point.shape))
-            module.quantization_status = QuantizationStatus.FROZEN
-    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
-    compressor.compress_model(model)
-    model.save_pretrained(out)
-    compressor.update_config(out)
-    for item in source.iterdir():  # tokenizer, processor, chat template, generation config
-        if item.is_file() and item.name not in ("config.json", "model.safetensors"):
-            shutil.copy2(item, out / item.name)
-    return out
-
 
 @pytest.fixture(scope="module")
 def checkpoints(zoo, tmp_path_factory):
     source = zoo("llama")
-    return source, build_w4a16(source, tmp_path_factory.mktemp("w4a16") / "llama-w4a16")
+    return source, build_w4a16("AutoModelForCausalLM", source, tmp_path_factory.mktemp("w4a16") / "llama-w4a16")
 
 
 def _logits(runner, ids):
