@@ -156,9 +156,15 @@ class VllmBackend(TransformersBackend):
         self._eos = self._eos_ids()
 
     def _engine(self, vllm: Any, config: dict[str, Any], dtype: str | None) -> Any:
+        from vlmkit.readers.base import one_line
+
         options = engine_options(config, self.processor, self.is_vlm, dtype)
-        return vllm.LLM(model=str(self.path), trust_remote_code=False, max_logprobs=-1,
-                        logprobs_mode="raw_logits", disable_log_stats=True, **options)
+        try:
+            return vllm.LLM(model=str(self.path), trust_remote_code=False, max_logprobs=-1,
+                            logprobs_mode="raw_logits", disable_log_stats=True, **options)
+        except Exception as error:  # vLLM's own message (its log, hidden here, has the rest): one line
+            raise UnsupportedError(self.path, f"vLLM cannot load this model: {one_line(error)} "
+                                              f"(--verbose shows vLLM's log)") from None
 
     def _eos_ids(self) -> set[int]:
         """generation_config.json's end-of-sequence ids (else the tokenizer's), as transformers stops on."""
@@ -179,7 +185,7 @@ class VllmBackend(TransformersBackend):
     def prepare(self, messages: Sequence[Message], images: Sequence[Any]) -> Prompt:
         """The transformers backend's prompt (text, BOS rule, length check), as token ids with one image
         placeholder per image: vLLM expands them itself."""
-        prepared = super().prepare(messages, images)
+        prepared = super().prepare(messages, images)  # the processor's run gives the expanded length to check
         special = self._adds_special(prepared.text)
         ids = list(self.tokenizer(prepared.text, add_special_tokens=special).input_ids)
         payload: dict[str, Any] = {"prompt_token_ids": ids}
