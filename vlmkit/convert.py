@@ -131,12 +131,12 @@ def _to_gguf(model_dir: Path, source: Checkpoint, out_dir: Path, options: Conver
     return result
 
 
-def _to_hf(path: Path, out: Path, options: ConvertOptions):
+def _to_hf(path: Path, checkpoint: Checkpoint, out: Path, options: ConvertOptions):
     from vlmkit.export.hf import convert_to_hf
 
     if options.dtype != ConvertOptions.dtype:
         raise UnsupportedError(path, "--to hf keeps every tensor's dtype (to change them: vlmkit quantize)")
-    return convert_to_hf(path, out, overwrite=options.overwrite)
+    return convert_to_hf(path, checkpoint, out, overwrite=options.overwrite)
 
 
 # (source format, --to) -> the function that does it

@@ -88,6 +88,7 @@ def _served_name(model: str | os.PathLike) -> str:
 
 
 def _vllm_plan(path: Path, name: str, host: str, port: int, dtype: str | None, verbose: bool) -> ServerPlan:
+    from vlmkit.readers.model_files import read_config
     from vlmkit.runtime.prompt import uses_typed_content
     from vlmkit.runtime.transformers_backend import model_class
     from vlmkit.runtime.vllm_backend import CPU_ENV, check_vllm_can_load, engine_options, import_vllm
@@ -96,7 +97,7 @@ def _vllm_plan(path: Path, name: str, host: str, port: int, dtype: str | None, v
 
     with quiet_output(verbose):
         import_vllm()
-    config = json.loads((path / "config.json").read_text())
+    config = read_config(path) or {}
     check_vllm_can_load(path, config)
     _, is_vlm = model_class(path)
     processor = _processor(path, is_vlm)

@@ -39,14 +39,14 @@ def layout_faults(names: Iterable[str], config: dict[str, Any]) -> dict[str, str
     return {old: new for old, new in export_names(names, config).items() if old != new}
 
 
-def convert_to_hf(model_dir: Path, out_dir: Path, overwrite: bool = False) -> MapResult:
+def convert_to_hf(model_dir: Path, checkpoint: Checkpoint, out_dir: Path, overwrite: bool = False) -> MapResult:
     """``vlmkit convert MODEL --to hf``: the same tensors and bytes under the names every HF runtime loads."""
     from vlmkit.export.atomic import atomic_dir
 
     start = time.perf_counter()
-    with open_checkpoint(model_dir) as checkpoint, atomic_dir(out_dir, overwrite) as tmp:
-        config = read_config(model_dir, checkpoint)
-        names = export_names(checkpoint, config)
+    config = read_config(model_dir, checkpoint)
+    names = export_names(checkpoint, config)
+    with atomic_dir(out_dir, overwrite) as tmp:
         _copy_side_files(model_dir, tmp)
         write_renamed(checkpoint, names, tmp)
     renamed = fold_renames({old: new for old, new in names.items() if old != new})
@@ -74,9 +74,7 @@ def write_renamed(checkpoint: Checkpoint, names: dict[str, str], out: Path) -> N
     """One safetensors file per source file (same file names), tensors renamed and streamed one at a time; an
     index when sharded."""
     from vlmkit.export.safetensors_writer import write_safetensors
-    from vlmkit.readers.arrays import array_reader
 
-    read = array_reader(checkpoint.path, checkpoint)
     by_file: dict[Path, list[str]] = {}
     for name, info in checkpoint.infos.items():
         by_file.setdefault(info.file, []).append(name)
@@ -85,7 +83,7 @@ def write_renamed(checkpoint: Checkpoint, names: dict[str, str], out: Path) -> N
         target = _shard_name(source, number, len(by_file))
         infos = [checkpoint.infos[n] for n in tensor_names]
         plan = [(names[i.name], i.shape, i.dtype) for i in infos]
-        write_safetensors(out / target, plan, ((names[n], read(n)) for n in tensor_names))
+        write_safetensors(out / target, plan, ((names[n], checkpoint.read(n)) for n in tensor_names))
         weight_map.update(dict.fromkeys((names[n] for n in tensor_names), target))
     if len(by_file) > 1:
         total = sum(info.nbytes for info in checkpoint.infos.values())

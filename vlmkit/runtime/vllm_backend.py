@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.readers.model_files import read_config
 from vlmkit.runtime.base import GenerationResult, Message, Prompt, SamplingParams
-from vlmkit.runtime.transformers_backend import DTYPES, PROCESSOR_BUILDS_PROMPT, TransformersBackend, model_class
+from vlmkit.runtime.transformers_backend import DTYPES, TransformersBackend, model_class
 
 # Environment defaults for vLLM's CPU build (the user's own settings win).
 CPU_ENV = {
@@ -137,15 +138,13 @@ class VllmBackend(TransformersBackend):
 
     def __init__(self, path: Path, device: str = "auto", dtype: str | None = None, threads: int | None = None,
                  verbose: bool = False):
-        import json
-
         from vlmkit.logs import quiet_output, quiet_transformers
 
         quiet_transformers(verbose)
         engine_env(verbose, threads)
         self.path = Path(path)
         _, self.is_vlm = model_class(self.path)
-        config = json.loads((self.path / "config.json").read_text())
+        config = read_config(self.path) or {}
         with quiet_output(verbose):  # import-time and loader prints no vLLM setting turns off
             vllm = import_vllm()
             check_vllm_can_load(self.path, config)
@@ -153,8 +152,10 @@ class VllmBackend(TransformersBackend):
             self.processor = self._load_processor()
             self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
             self.llm = self._engine(vllm, config, dtype)
+        from vlmkit.families import family_for
+
         model_config = self.llm.llm_engine.model_config
-        self.raw_prompt = model_config.hf_config.model_type in PROCESSOR_BUILDS_PROMPT
+        self.raw_prompt = family_for(config)[0].processor_builds_prompt  # as the transformers backend decides
         self.n_ctx = int(model_config.max_model_len)
         self._eos = self._eos_ids()
 
