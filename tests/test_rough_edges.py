@@ -231,6 +231,7 @@ VERB_RUNS = {
     "diff": lambda model, out: [["diff", model, model]],
     "eval": lambda model, out: [["eval", "vqa", model, "--limit", "1"], ["eval", "perplexity", model, "--ctx", "16"],
                                 ["eval", "compare", model, model, "--ctx", "16"], ["eval", "speed", model, "--runs", "1"]],
+    "serve": lambda model, out: [["serve", model, "--dry-run"]],
 }
 
 

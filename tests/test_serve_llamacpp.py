@@ -11,7 +11,7 @@ import pytest
 
 import vlmkit
 from serve_client import free_port, serve_and_ask
-from vlmkit.errors import UnsupportedError
+from vlmkit.errors import VlmkitError
 from vlmkit.serve import plan_server
 
 
@@ -35,5 +35,7 @@ def test_serve_dry_run_json_and_refusals(tmp_path, zoo):
     done = subprocess.run([sys.executable, "-m", "vlmkit", "serve", str(zoo("llama")), "--engine", "llamacpp",
                            "--dry-run", "--json"], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("error: ") and "needs a GGUF" in done.stderr
-    with pytest.raises(UnsupportedError, match="unknown engine|HF model directory"):
+    with pytest.raises(VlmkitError, match="no checkpoint found"):  # the readers' verdict comes first
         plan_server(tmp_path, engine="vllm")
+    with pytest.raises(VlmkitError, match="unknown engine"):
+        plan_server(zoo("llama"), engine="tgi")

@@ -60,24 +60,26 @@ class ServerPlan:
 
 
 def plan_server(model: str | os.PathLike, engine: str = "auto", host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                dtype: str | None = None, verbose: bool = False) -> ServerPlan:
-    """Resolve MODEL and choose the engine and its flags (nothing starts)."""
-    from vlmkit.api import gguf_files
+                dtype: str | None = None, verbose: bool = False, download: bool = False) -> ServerPlan:
+    """Resolve MODEL, validate its files as ``run`` does, and choose the engine and its flags (nothing starts)."""
+    from vlmkit.api import gguf_files, validate
     from vlmkit.hub import resolve_model
+    from vlmkit.readers import open_checkpoint
 
     if engine not in ENGINES:
         raise VlmkitError(None, f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
-    path = resolve_model(model)
+    path = resolve_model(model, download=download)
     is_hf = path.is_dir() and (path / "config.json").is_file()
     ggufs = gguf_files(path)
     if engine == "auto":
         engine = "vllm" if is_hf else "llamacpp"
+    if (engine == "llamacpp" and ggufs is None) or (engine == "vllm" and not is_hf):
+        open_checkpoint(path).close()  # a malformed file is refused for what it is first
+        needs = "a GGUF (run `vlmkit convert` first)" if engine == "llamacpp" else "an HF model directory"
+        raise UnsupportedError(path, f"the {engine} server needs {needs}")
+    validate(path, engine)  # the readers, the chat-template sandbox, no checkpoint code: before any engine
     if engine == "llamacpp":
-        if ggufs is None:
-            raise UnsupportedError(path, "the llama.cpp server needs a GGUF (run `vlmkit convert` first)")
-        return _llamacpp_plan(ggufs, _served_name(model), host, port, dtype, verbose)
-    if not is_hf:
-        raise UnsupportedError(path, "vLLM serves an HF model directory (config.json + safetensors)")
+        return _llamacpp_plan(ggufs, _served_name(model), host, port, dtype, verbose)  # type: ignore[arg-type]
     return _vllm_plan(path, _served_name(model), host, port, dtype, verbose)
 
 

@@ -24,12 +24,13 @@ def serve_command(
                                                    "bf16 for W4A16 on CPU).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server command and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print URL, command and example request as JSON.")] = False,
+    download: Annotated[bool, typer.Option("--download", help="Fetch a hub id that is not in the local cache.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the engine's own log.")] = False,
 ) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API (vLLM for HF checkpoints, llama.cpp for GGUF)."""
     from vlmkit.serve import plan_server, start_server, stop_server, wait_ready
 
-    plan = plan_server(model, engine=engine, host=host, port=port, dtype=dtype, verbose=verbose)
+    plan = plan_server(model, engine=engine, host=host, port=port, dtype=dtype, verbose=verbose, download=download)
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), ensure_ascii=False))
     else:

@@ -24,7 +24,8 @@ from typing import Any
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.readers.model_files import read_config
 from vlmkit.runtime.base import GenerationResult, Message, Prompt, SamplingParams
-from vlmkit.runtime.transformers_backend import DTYPES, TransformersBackend, model_class
+from vlmkit.constants import NUMPY_DTYPES, float_dtype
+from vlmkit.runtime.transformers_backend import TransformersBackend, model_class
 
 # Environment defaults for vLLM's CPU build (the user's own settings win).
 CPU_ENV = {
@@ -94,9 +95,8 @@ def _cpu_head_sizes() -> list[int]:
 def engine_options(config: dict[str, Any], processor: Any, is_vlm: bool, dtype: str | None) -> dict[str, Any]:
     """The ``LLM(...)`` / server options vlmkit chooses for a checkpoint (``vlmkit serve`` passes the same)."""
     text = config.get("text_config") or config
-    name = DTYPES.get((dtype or "auto").lower())
-    if name is None:
-        raise VlmkitError(None, f"unknown dtype {dtype!r} (use {', '.join(sorted(DTYPES))})")
+    auto = dtype is None or dtype.lower() == "auto"
+    name = "auto" if auto else NUMPY_DTYPES[float_dtype(dtype)]  # float32, bfloat16, float16: vLLM's names too
     if name == "auto" and "quantization_config" in config and _cpu_head_sizes():
         name = "bfloat16"  # vLLM's CPU W4A16 kernel (cpu_gemm_wna16) has no float32 variant
     options: dict[str, Any] = {
