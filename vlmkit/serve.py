@@ -62,8 +62,8 @@ class ServerPlan:
 def plan_server(model: str | os.PathLike, engine: str = "auto", host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 dtype: str | None = None, verbose: bool = False, download: bool = False) -> ServerPlan:
     """Resolve MODEL, validate its files as ``run`` does, and choose the engine and its flags (nothing starts)."""
-    from vlmkit.api import gguf_files, validate
     from vlmkit.hub import resolve_model
+    from vlmkit.runtime.registry import BACKENDS, gguf_files
     from vlmkit.readers import open_checkpoint
 
     if engine not in ENGINES:
@@ -77,7 +77,7 @@ def plan_server(model: str | os.PathLike, engine: str = "auto", host: str = "127
         open_checkpoint(path).close()  # a malformed file is refused for what it is first
         needs = "a GGUF (run `vlmkit convert` first)" if engine == "llamacpp" else "an HF model directory"
         raise UnsupportedError(path, f"the {engine} server needs {needs}")
-    validate(path, engine)  # the readers, the chat-template sandbox, no checkpoint code: before any engine
+    BACKENDS[engine].validate(path)  # the readers, the chat-template sandbox, no checkpoint code: before any engine
     if engine == "llamacpp":
         return _llamacpp_plan(ggufs, _served_name(model), host, port, dtype, verbose)  # type: ignore[arg-type]
     return _vllm_plan(path, _served_name(model), host, port, dtype, verbose)
