@@ -23,6 +23,7 @@ MODEL_VERBS = {
     ("run",): ["--prompt", "hi"],
     ("demo", "score"): [],
     ("diff",): ["./unused-b"],      # A is the hub id; B is never reached
+    ("serve",): ["--dry-run"],
 }
 
 

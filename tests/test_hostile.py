@@ -24,6 +24,7 @@ VERBS = {
     "run": lambda model, out: ["run", model, "--prompt", "hi", "--max-new-tokens", "2"],
     "diff": lambda model, out: ["diff", model, model, "--report", out],
     "eval": lambda model, out: ["eval", "vqa", model, "--limit", "1", "--out", out],
+    "serve": lambda model, out: ["serve", model, "--dry-run"],
 }
 
 

@@ -232,6 +232,7 @@ VERB_RUNS = {
     "eval": lambda model, out: [["eval", "vqa", model, "--limit", "1"], ["eval", "perplexity", model, "--ctx", "16"],
                                 ["eval", "compare", model, model, "--ctx", "16"], ["eval", "speed", model, "--runs", "1"]],
     "quantize": lambda model, out: [["quantize", model, "--samples", "2", "--held-out", "1", "--out", str(out)]],
+    "serve": lambda model, out: [["serve", model, "--dry-run"]],
 }
 
 

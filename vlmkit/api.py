@@ -37,6 +37,23 @@ class Runner:
         assert self.last_result is not None
         return self.last_result
 
+    def generate_batch(self, prompts: Sequence[str], images: Sequence[Sequence[Any]] = (),
+                       **sampling: Any) -> list[GenerationResult]:
+        """One answer per prompt (``images[i]``: the images of prompt i), in one batch where the backend
+        batches (vLLM), else one after the other."""
+        from vlmkit.runtime.prompt import load_image, user_message, uses_typed_content
+
+        params = SamplingParams.from_kwargs(**sampling)
+        per_prompt = [[load_image(i) for i in group] for group in images] if images else [[] for _ in prompts]
+        if len(per_prompt) != len(prompts):
+            raise VlmkitError(None, f"{len(prompts)} prompts but {len(per_prompt)} image lists")
+        if not hasattr(self.backend, "generate_batch"):
+            return [self.generate(p, group, **sampling) for p, group in zip(prompts, per_prompt)]
+        typed = uses_typed_content(self.backend.chat_template())
+        prepared = [self.backend.prepare([user_message(p, len(group), typed)], group)
+                    for p, group in zip(prompts, per_prompt)]
+        return self.backend.generate_batch(prepared, params)
+
     def stream(self, prompt: str, images: Sequence[Any] = (), **sampling: Any) -> Iterator[str]:
         return self._stream(prompt, images, sampling, keep=False)
 

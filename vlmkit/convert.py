@@ -131,9 +131,18 @@ def _to_gguf(model_dir: Path, source: Checkpoint, out_dir: Path, options: Conver
     return result
 
 
+def _to_hf(path: Path, checkpoint: Checkpoint, out: Path, options: ConvertOptions):
+    from vlmkit.export.hf import convert_to_hf
+
+    if options.dtype != ConvertOptions.dtype:
+        raise UnsupportedError(path, "--to hf keeps every tensor's dtype (to change them: vlmkit quantize)")
+    return convert_to_hf(path, checkpoint, out, overwrite=options.overwrite)
+
+
 # (source format, --to) -> the function that does it
 ROUTES = {
     ("hf", "gguf"): _to_gguf,
+    ("hf", "hf"): _to_hf,    # tensor names every HF runtime loads (vLLM, transformers 4.x and 5)
     ("big_vision", "hf"): _from_big_vision,
     ("hf", "big_vision"): _to_big_vision,
 }

@@ -68,6 +68,9 @@ class ModelReport:
     tensors: list[FoldedRow] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     tree: dict[str, Any] | None = None
+    # tensor-name prefixes that vLLM or transformers 4.x/5 refuse -> the prefix all of them load
+    # (fixed by `vlmkit convert MODEL --to hf`)
+    layout_faults: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,6 +268,7 @@ def _report(view: ModelView) -> ModelReport:
         tokenizer=summarize_tokenizer(_tokenizer_folder(folder),
                                       view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
         tensors=fold_tensors(view.checkpoint.infos, family, hf_names),
+        layout_faults=_layout_faults(view),
     )
 
 
@@ -276,6 +280,14 @@ def _tokenizer_folder(folder: Path) -> Path:
         return tokenizer_dir(folder)
     except VlmkitError:
         return folder
+
+
+def _layout_faults(view: ModelView) -> dict[str, str]:
+    from vlmkit.export.hf import fold_renames, layout_faults
+
+    if view.checkpoint.format not in ("safetensors", "torch") or not view.config:
+        return {}
+    return fold_renames(layout_faults(view.checkpoint, view.config))
 
 
 def memory_report(view: ModelView) -> dict[str, Any]:

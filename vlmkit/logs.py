@@ -3,9 +3,11 @@ the terminal unless the user asked for ``--verbose``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 
 def quiet_transformers(verbose: bool = False) -> None:
@@ -33,3 +35,37 @@ def quiet_llamacpp() -> None:
     from vlmkit.llamacpp.loading import llama_cpp_quiet
 
     llama_cpp_quiet(False)
+
+
+def quiet_vllm(verbose: bool = False) -> None:
+    """vLLM's INFO/WARNING flood and its import-time warnings hidden; call before importing vllm (its logger
+    reads ``VLLM_LOGGING_LEVEL`` at import)."""
+    if verbose:
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", module="vllm")
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.*")
+
+
+@contextlib.contextmanager
+def quiet_output(verbose: bool = False) -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null for the block: C++ warnings (torch's NUMA binding notice),
+    prints (vLLM's "Triton is installed ..." goes to stdout, which would spoil ``--json``) and loader progress
+    bars that no setting turns off. Python exceptions still propagate."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)

@@ -51,7 +51,7 @@ def _root(
 
 
 # Each module registers its command(s) on ``app`` when imported.
-COMMAND_MODULES = ("inspect", "convert", "run", "demo", "diff", "eval", "quantize")
+COMMAND_MODULES = ("inspect", "convert", "run", "serve", "demo", "diff", "eval", "quantize")
 
 
 def _register() -> None:

@@ -15,14 +15,16 @@ from vlmkit.cli import app
     epilog="Example: vlmkit convert zoo:llava-calm2-siglip --to gguf --out out/ --dtype q4_k_m   ·   "
            "vlmkit convert ./opencalm --out out/ --dtype f32 --json   ·   "
            "vlmkit convert paligemma.npz --to hf --out pg-hf/ --config paligemma-3b-pt-224 --tokenizer tokenizer.model"
-           "   ·   vlmkit convert pg-hf/ --to big_vision --out paligemma.npz",
+           "   ·   vlmkit convert pg-hf/ --to big_vision --out paligemma.npz"
+           "   ·   vlmkit convert ./llava-saved-by-transformers5 --to hf --out fixed/",
 )
 def convert_command(
     model: Annotated[str, typer.Argument(help="Directory, big_vision .npz, hub id, 'demo' or 'zoo:<name>'.")],
     out: Annotated[str, typer.Option("--out", help="Output directory: model.gguf (+ mmproj.gguf for VLMs) or the "
                                                    "HF checkpoint; for --to big_vision the .npz file.")],
     to: Annotated[Optional[str], typer.Option(
-        "--to", help="Target format: gguf | hf (from big_vision .npz) | big_vision. "
+        "--to", help="Target format: gguf | hf (from big_vision .npz; from HF: the tensor names vLLM and "
+                     "transformers 4/5 all load) | big_vision. "
                      "Default: gguf for HF models, hf for a big_vision .npz.")] = None,
     config: Annotated[Optional[str], typer.Option(
         help="big_vision -> hf: config.json, or a preset (paligemma-3b-pt-224, paligemma2-10b-pt-448 ...); "

@@ -41,6 +41,9 @@ def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, co
         console.print("tied: " + ", ".join(f"{a} = {b}" for a, b in report.tied.items()))
     if report.buffers:
         console.print(f"buffers (not parameters): {len(report.buffers)}, e.g. {report.buffers[0]}")
+    for old, new in report.layout_faults.items():
+        console.print(f"[yellow]layout: {old}* is not loaded by every runtime (vLLM wants {new}*); "
+                      f"fix: vlmkit convert {report.path} --to hf --out DIR[/]")
     if report.config:
         console.print("config: " + ", ".join(f"{k}={v}" for k, v in report.config.items()))
     _tokenizer(report, console)

@@ -22,7 +22,7 @@ def run_command(
     model: Annotated[str, typer.Argument(help="HF dir/hub id, GGUF file/dir, demo, zoo:NAME.")],
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="The question or instruction.")] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Image file (repeatable).")] = None,
-    backend: Annotated[str, typer.Option(help="auto | transformers | llamacpp.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto | transformers | llamacpp | vllm (HF dir; pip install 'vlmkit[vllm]').")] = "auto",
     device: Annotated[str, typer.Option(help="cpu | cuda | auto.")] = "auto",
     dtype: Annotated[str | None, typer.Option(help="Weights dtype (transformers): f32, bf16, f16; default as saved.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.", min=1)] = None,
@@ -38,7 +38,7 @@ def run_command(
     download: Annotated[bool, typer.Option(help="Fetch a hub id that is not in the local HF cache.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp / transformers logs.")] = False,
 ) -> None:
-    """Generate text (optionally about images) with the transformers or llama.cpp backend."""
+    """Generate text (optionally about images) with the transformers, llama.cpp or vLLM backend."""
     from vlmkit.api import load
     from vlmkit.errors import VlmkitError
     from vlmkit.runtime.base import SamplingParams

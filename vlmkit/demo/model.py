@@ -100,6 +100,8 @@ def save(model, processor, out: Path) -> None:
     import shutil
     import tempfile
 
+    from vlmkit.export.hf import rename_in_place
+
     model.generation_config.do_sample = False
     model.generation_config.max_new_tokens = 8
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
@@ -111,6 +113,7 @@ def save(model, processor, out: Path) -> None:
     old = tmp.with_name(tmp.name + ".old")
     try:
         model.save_pretrained(tmp)
+        rename_in_place(tmp)  # tensor names vLLM and transformers 4/5 all load (transformers 5 writes others)
         processor.save_pretrained(tmp)
         tmp.chmod(0o755)
         if out.exists():

@@ -130,12 +130,22 @@ def answer_with_runner(runner, images: list[Image.Image], questions: list[str],
 
 def _answers(runner: Any, questions: list[Question], on_batch: Callable[[list[str]], None] | None,
              batch_size: int = 50) -> list[str]:
-    """Greedy answers from a loaded :class:`vlmkit.api.Runner`: batched on transformers, else one by one."""
+    """Greedy answers from a loaded :class:`vlmkit.api.Runner`: batched on transformers and vLLM, else one by one."""
     images, texts = [q.image for q in questions], [q.question for q in questions]
     if runner.name == "transformers" and batch_size > 1:
         net, processor = runner.backend.model, runner.backend.processor
         processor.tokenizer.padding_side = "left"
         return answer(net, processor, images, texts, batch_size, on_batch=on_batch)
+    if hasattr(runner.backend, "generate_batch") and batch_size > 1:  # vLLM: one engine batch per chunk
+        out: list[str] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = runner.generate_batch(texts[start:start + batch_size],
+                                          [[image] for image in images[start:start + batch_size]],
+                                          max_new_tokens=MAX_NEW_TOKENS)
+            out += [result.text.strip() for result in chunk]
+            if on_batch:
+                on_batch(out[start:])
+        return out
     return answer_with_runner(runner, images, texts, on_batch=on_batch)
 
 
@@ -151,7 +161,7 @@ def evaluate(questions: list[Question], model: str | os.PathLike = "demo", net=N
         from vlmkit.api import load as load_runner
 
         with load_runner(model, backend=backend) as runner:
-            said = _answers(runner, questions, None, 50 if backend == "transformers" else 1)
+            said = _answers(runner, questions, None, 50 if backend in ("transformers", "vllm") else 1)
     return scored(questions, said)
 
 

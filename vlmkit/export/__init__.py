@@ -1,2 +1,2 @@
-"""Writers that leave vlmkit: HF safetensors from a foreign layout, big_vision ``.npz`` from HF, compressed-tensors
-and quantized GGUF from ``vlmkit quantize``."""
+"""Writers that leave vlmkit: HF safetensors from a foreign layout or under the names every HF runtime
+loads (hf.py), big_vision ``.npz`` from HF, compressed-tensors and quantized GGUF from ``vlmkit quantize``."""

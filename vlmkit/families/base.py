@@ -10,6 +10,7 @@ run, diff, quantize) reads these declarations and never tests a model_type itsel
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,9 @@ class Family:
     processor_builds_prompt: bool = False
     # mmproj.gguf export (mtmd's LLaVA graph): the tower and projector maps; None: no mmproj export
     mmproj: MmprojMap | None = None
+    # --- HF export: (tensor name, config.json dict) -> the name every HF consumer accepts (vLLM, transformers
+    # 4.x and 5); None keeps names as they are. Every HF writer (convert --to hf, quantize) goes through it.
+    hf_export_name: Callable[[str, dict[str, Any]], str] | None = None
 
     def component_of(self, tensor_name: str) -> str:
         best = max((p for p in self.components if tensor_name.startswith(p)), key=len, default=None)
@@ -117,6 +121,10 @@ class Family:
         transformers 5's in-memory names)."""
         best = max((p for p in self.name_aliases if tensor_name.startswith(p)), key=len, default=None)
         return tensor_name if best is None else self.name_aliases[best] + tensor_name[len(best):]
+
+    def export_name(self, tensor_name: str, config: dict[str, Any]) -> str:
+        """The name an exported HF checkpoint gives this tensor (see ``hf_export_name``)."""
+        return self.hf_export_name(tensor_name, config) if self.hf_export_name else tensor_name
 
     def is_buffer(self, tensor_name: str) -> bool:
         return any(re.search(pattern, tensor_name) for pattern in self.buffers)

@@ -2,9 +2,16 @@
 
 Checkpoints on disk use the transformers-4 layout (``language_model.model.*``), which transformers 5
 still writes; in memory transformers 5 names them ``model.language_model.*``. Both are listed.
+
+The export rule (:func:`export_name`): the hub layout is the only one that vLLM, transformers 4.x and
+transformers 5 all load. transformers 5 saves a SigLIP tower as ``vision_tower.embeddings.*`` (vLLM: "There is
+no module or parameter named 'vision_tower.embeddings'"; transformers 4 ignores the weights), and may save
+its in-memory ``model.language_model.*`` names, which transformers 4 does not read.
 """
 
-from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_TIED, Family, MmprojMap
+from typing import Any
+
+from vlmkit.families.base import HF_VLM_COMPONENTS, HF_VLM_DISK_NAMES, HF_VLM_TIED, Family, MmprojMap
 
 # mmproj.gguf for llama.cpp's mtmd (vlmkit.gguf.mmproj): CLIP / SigLIP tower + LLaVA's 2-layer MLP projector
 _LAYER = r"encoder\.layers\.(?P<bid>\d+)\."
@@ -37,6 +44,24 @@ MMPROJ = MmprojMap(
     },
 )
 
+# Towers that transformers wraps as ``XVisionModel(vision_model=XVisionTransformer)``: vLLM builds the same
+# wrapper, so their tensors belong under ``vision_tower.vision_model.``.
+WRAPPED_TOWERS = ("clip_vision_model", "siglip_vision_model")
+TOWER, WRAPPED = "vision_tower.", "vision_tower.vision_model."
+
+
+def export_name(name: str, config: dict[str, Any]) -> str:
+    """The hub-layout name of a LLaVA tensor, whichever transformers version named it."""
+    for old, new in HF_VLM_DISK_NAMES.items():  # transformers 5's in-memory names -> the hub layout
+        if name.startswith(old):
+            name = new + name[len(old):]
+            break
+    tower = (config.get("vision_config") or {}).get("model_type", "clip_vision_model")
+    if tower in WRAPPED_TOWERS and name.startswith(TOWER) and not name.startswith(WRAPPED):
+        name = WRAPPED + name[len(TOWER):]
+    return name
+
+
 FAMILY = Family(
     name="llava",
     model_types=("llava",),
@@ -49,6 +74,7 @@ FAMILY = Family(
     mmproj=MMPROJ,
     # GGUF export: LM tensors renamed to the text family's own names (transformers 4 and 5 layouts)
     lm_prefixes={"language_model.": "", "model.language_model.": "model.", "lm_head.": "lm_head."},
+    hf_export_name=export_name,
     config_fields=(
         "vision_config.model_type",
         "vision_config.image_size",

@@ -59,8 +59,8 @@ def pick(path: Path, backend: str) -> str:
         raise VlmkitError(None, f"unknown backend {backend!r} (use {', '.join(names())})")
     if backend == "llamacpp" and gguf_files(path) is None:
         raise UnsupportedError(path, "the llama.cpp backend needs a GGUF file (run `vlmkit convert` first)")
-    if backend == "transformers" and path.is_file() and path.suffix == ".gguf":
-        raise UnsupportedError(path, "the transformers backend needs an HF model directory, not a GGUF file")
+    if backend in ("transformers", "vllm") and path.is_file() and path.suffix == ".gguf":
+        raise UnsupportedError(path, f"the {backend} backend needs an HF model directory, not a GGUF file")
     if backend != "auto":
         return backend
     return next((name for name, entry in BACKENDS.items() if entry.accepts(path)), "transformers")
@@ -125,9 +125,16 @@ def _transformers(path: Path, device: str, dtype: str | None, threads: int | Non
     return TransformersBackend(path, device=device, dtype=dtype, threads=threads, verbose=verbose)
 
 
+def _vllm(path: Path, device: str, dtype: str | None, threads: int | None, verbose: bool) -> Any:
+    from vlmkit.runtime.vllm_backend import VllmBackend
+
+    return VllmBackend(path, device=device, dtype=dtype, threads=threads, verbose=verbose)
+
+
 def _is_gguf_only(path: Path) -> bool:
     return gguf_files(path) is not None and not (path.is_dir() and (path / "config.json").is_file())
 
 
 register("llamacpp", _llamacpp, _is_gguf_only, validate_gguf)
 register("transformers", _transformers, lambda path: path.is_dir() and (path / "config.json").is_file())
+register("vllm", _vllm, lambda path: False)  # only when asked for (--backend vllm): an optional extra
