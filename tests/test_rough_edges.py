@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
 import vlmkit
 from vlmkit.cli import _register, app

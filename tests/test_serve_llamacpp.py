@@ -3,7 +3,6 @@ request from the `openai` client over loopback as vlmkit's llama.cpp backend doe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

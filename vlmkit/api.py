@@ -66,7 +66,7 @@ class Runner:
         self.history_images.clear()
 
     def _stream(self, prompt: str, images: Sequence[Any], sampling: dict, keep: bool) -> Iterator[str]:
-        from vlmkit.runtime.prompt import assistant_message, load_image, user_message, uses_typed_content
+        from vlmkit.runtime.prompt import load_image, user_message, uses_typed_content
         from vlmkit.runtime.session import run_generation
 
         params = SamplingParams.from_kwargs(**sampling)

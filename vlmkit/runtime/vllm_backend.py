@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlmkit.errors import UnsupportedError, VlmkitError
+from vlmkit.errors import UnsupportedError
 from vlmkit.readers.model_files import read_config
 from vlmkit.runtime.base import GenerationResult, Message, Prompt, SamplingParams
 from vlmkit.constants import NUMPY_DTYPES, float_dtype
