@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-ALL_VERBS = frozenset({"inspect", "convert", "run", "diff", "eval", "serve"})
+ALL_VERBS = frozenset({"inspect", "convert", "run", "diff", "eval", "serve", "quantize"})
 CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
           "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 8,
           "max_position_embeddings": 32}
@@ -194,7 +194,7 @@ CASES: list[HostileCase] = [
     HostileCase("gguf-huge-array", gguf_huge_array, "array length 4611686018427387904 cannot fit", "model.gguf"),
     HostileCase("config-not-json", config_not_json, "not valid JSON", "config.json"),
     HostileCase("chat-template-escape", chat_template_escape, "refused by the sandbox", "tokenizer_config.json",
-                refused_by=frozenset({"convert", "run", "eval", "serve"})),
+                refused_by=frozenset({"convert", "run", "eval", "serve", "quantize"})),
     HostileCase("auto-map-custom-code", auto_map_custom_code, "'evil_custom'", "model",
-                refused_by=frozenset({"convert", "run", "eval", "serve"})),
+                refused_by=frozenset({"convert", "run", "eval", "serve", "quantize"})),
 ]

@@ -25,6 +25,7 @@ VERBS = {
     "diff": lambda model, out: ["diff", model, model, "--report", out],
     "eval": lambda model, out: ["eval", "vqa", model, "--limit", "1", "--out", out],
     "serve": lambda model, out: ["serve", model, "--dry-run"],
+    "quantize": lambda model, out: ["quantize", model, "--samples", "2", "--held-out", "1", "--out", out],
 }
 
 

@@ -7,7 +7,6 @@ block forward, not a second model in memory.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import time
@@ -19,7 +18,8 @@ import torch
 
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import family_for
-from vlmkit.families.base import LANGUAGE_MODEL
+from vlmkit.families.base import LANGUAGE_MODEL, Family
+from vlmkit.readers.model_files import read_config
 from vlmkit.quant.blocks import LinearResult, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
 from vlmkit.quant.capture import BlockInput, StagedModel, run_block
@@ -58,6 +58,27 @@ class Stream:
     inputs: list[dict[str, Any]]
     items: list[BlockInput]
     fp: list[torch.Tensor] = field(default_factory=list)   # source-precision hidden states (held-out only)
+
+
+def validate_source(folder: Path) -> tuple[dict, Family]:
+    """Everything quantize will read, checked through vlmkit's readers before transformers sees it: the
+    config, the weights, the chat template (calibration renders it); a model type that only the checkpoint's
+    own code defines is refused (a custom-code checkpoint of a known family, VILA, has its LM quantized)."""
+    from vlmkit.readers import open_checkpoint
+    from vlmkit.readers.model_files import check_chat_template
+
+    if not folder.is_dir():
+        open_checkpoint(folder).close()  # a malformed file is named for what is wrong with it first
+        raise UnsupportedError(folder, "quantize takes a Hugging Face checkpoint directory (for a GGUF, convert "
+                                       "its HF source with --dtype, or quantize that source)")
+    config = read_config(folder) or {}
+    open_checkpoint(folder).close()
+    check_chat_template(folder)
+    family, guessed = family_for(config)
+    if guessed and config.get("auto_map"):
+        raise UnsupportedError(folder / "config.json", f"model type {config.get('model_type')!r} is defined only by "
+                                                       "the checkpoint's own code (auto_map), which vlmkit never runs")
+    return config, family
 
 
 def language_model_folder(folder: Path, family) -> tuple[Path, list[str]]:
@@ -121,10 +142,9 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
     timings: dict[str, float] = {}
     start = time.perf_counter()
     folder = resolve_model(model)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    family, _ = family_for(config)
+    config, family = validate_source(folder)
     lm_folder, notes = language_model_folder(folder, family)
-    lm_config = json.loads((lm_folder / "config.json").read_text())
+    lm_config = read_config(lm_folder) or {}
     checkpoint = open_checkpoint(lm_folder)
     lm_family, _ = family_for(lm_config, list(checkpoint.infos))
     auto_class, is_vlm = model_class(lm_folder)
