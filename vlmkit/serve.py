@@ -155,10 +155,10 @@ def _llamacpp_plan(ggufs: tuple[Path, Path | None], name: str, host: str, port: 
                    verbose: bool) -> ServerPlan:
     if dtype is not None:
         raise UnsupportedError(ggufs[0], "a GGUF serves at the type it was converted to (vlmkit convert --dtype)")
-    try:
-        import llama_cpp.server  # noqa: F401  (the extra that brings fastapi/uvicorn)
-    except ImportError:
-        raise UnsupportedError(None, "the llama.cpp server needs pip install \"llama-cpp-python[server]\"") from None
+    from vlmkit.llamacpp.loading import server_available
+
+    if not server_available():
+        raise UnsupportedError(None, "the llama.cpp server needs pip install \"llama-cpp-python[server]\"")
     model, mmproj = ggufs
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", name,
             "--host", host, "--port", str(port), "--n_ctx", "4096", "--verbose", str(verbose)]

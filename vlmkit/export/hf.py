@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vlmkit.errors import VlmkitError
 from vlmkit.export.big_vision import MapResult
-from vlmkit.inspect import read_config
+from vlmkit.readers.model_files import read_config as read_config_file
 from vlmkit.readers import Checkpoint, open_checkpoint
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -44,7 +45,7 @@ def convert_to_hf(model_dir: Path, checkpoint: Checkpoint, out_dir: Path, overwr
     from vlmkit.export.atomic import atomic_dir
 
     start = time.perf_counter()
-    config = read_config(model_dir, checkpoint)
+    config = _config(model_dir)
     names = export_names(checkpoint, config)
     with atomic_dir(out_dir, overwrite) as tmp:
         _copy_side_files(model_dir, tmp)
@@ -55,10 +56,17 @@ def convert_to_hf(model_dir: Path, checkpoint: Checkpoint, out_dir: Path, overwr
                      tensors_out=len(names), layout=layout, config_from="copied", seconds=time.perf_counter() - start)
 
 
+def _config(model_dir: Path) -> dict[str, Any]:
+    config = read_config_file(model_dir)
+    if config is None:
+        raise VlmkitError(model_dir, "no config.json: --to hf rewrites a Hugging Face checkpoint directory")
+    return config
+
+
 def rename_in_place(model_dir: Path) -> None:
     """Apply the export rule to a directory vlmkit itself is writing (after ``save_pretrained``)."""
     with open_checkpoint(model_dir) as checkpoint:
-        names = export_names(checkpoint, read_config(model_dir, checkpoint))
+        names = export_names(checkpoint, _config(model_dir))
         if all(old == new for old, new in names.items()):
             return
         tmp = Path(tempfile.mkdtemp(prefix=".names-", dir=model_dir))

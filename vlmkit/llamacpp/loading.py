@@ -34,6 +34,15 @@ def available() -> bool:
     return True
 
 
+def server_available() -> bool:
+    """Whether llama-cpp-python's OpenAI server (the ``[server]`` extra: fastapi, uvicorn) imports."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def llama_cpp_quiet(verbose: bool | None = False):
     """The ``llama_cpp`` module, its (and mtmd's) logs routed through ``install_log`` (``verbose=None``:
     keep the current setting)."""
