@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vlmkit.errors import UnsupportedError, VlmkitError
-from vlmkit.families import family_for
+from vlmkit.families import family_for, text_dir
 from vlmkit.families.base import LANGUAGE_MODEL, Family
 from vlmkit.readers.model_files import read_config
 from vlmkit.quant.blocks import LinearResult, quantize_block
@@ -83,16 +83,15 @@ def validate_source(folder: Path) -> tuple[dict, Family]:
 
 def language_model_folder(folder: Path, family) -> tuple[Path, list[str]]:
     """The folder holding the language model transformers can build: the model itself, or for a custom-code
-    checkpoint (VILA) the sub-folder its family names as the language model (``llm/``)."""
+    checkpoint (VILA) the sub-folder its family declares (``text_subdir``, ``llm/``)."""
     if not family.custom_code:
         return folder, []
-    for prefix, component in family.components.items():
-        sub = folder / prefix.rstrip(".")
-        if component == LANGUAGE_MODEL and (sub / "config.json").is_file():
-            return sub, [(f"custom-code checkpoint: its language model ({sub.name}/) is quantized and the other "
-                          "parts copied unchanged; calibration uses the question texts (vlmkit never runs the "
-                          "checkpoint's own vision code)")]
-    raise UnsupportedError(folder, "custom-code checkpoint without a language-model sub-folder vlmkit can build")
+    sub = text_dir(folder, family)
+    if sub == folder or not (sub / "config.json").is_file():
+        raise UnsupportedError(folder, "custom-code checkpoint without a language-model sub-folder vlmkit can build")
+    return sub, [(f"custom-code checkpoint: its language model ({sub.name}/) is quantized and the other "
+                  "parts copied unchanged; calibration uses the question texts (vlmkit never runs the "
+                  "checkpoint's own vision code)")]
 
 
 def build_recipe(staged: StagedModel, spec: QuantSpec) -> tuple[Recipe, list[str]]:
