@@ -60,15 +60,13 @@ def split_questions(split: str = "test", n: int | None = None, seed: int = 0) ->
 def set_questions(path: str | os.PathLike) -> list[Question]:
     """Questions of any set in the :mod:`vlmkit.data.vqa` format (images opened once each)."""
     from vlmkit.data import load_vqa
+    from vlmkit.runtime.prompt import load_image
 
     images: dict[Path, Image.Image] = {}
     questions = []
     for rec in load_vqa(path):
         if rec.image not in images:
-            try:
-                images[rec.image] = Image.open(rec.image).convert("RGB")
-            except OSError as error:
-                raise VlmkitError(rec.image, f"cannot read image: {error}") from None
+            images[rec.image] = load_image(rec.image)
         questions.append(Question(images[rec.image], rec.question, rec.answer, rec.category, rec.question_id,
                                   rec.lang))
     return questions

@@ -68,15 +68,10 @@ def _demo(split: str, n: int) -> list[Sample]:
 
 
 def _vqa(path: Path) -> list[Sample]:
-    from PIL import Image
-
     from vlmkit.data import load_vqa
+    from vlmkit.runtime.prompt import load_image
 
-    samples = []
-    for record in load_vqa(path):
-        with Image.open(record.image) as image:
-            samples.append(Sample(record.question, image.convert("RGB"), record.image))
-    return samples
+    return [Sample(record.question, load_image(record.image), record.image) for record in load_vqa(path)]
 
 
 def _is_text_jsonl(path: Path) -> bool:
