@@ -101,6 +101,8 @@ def _writable(out: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise VlmkitError(out, f"cannot write the output here: {error.strerror or error}") from None
+
+
 def _staging_prefix(out: Path) -> str:
     return f".{out.name}.tmp-{os.getpid()}-"
 
