@@ -99,3 +99,39 @@ def test_next_run_removes_a_killed_conversions_leftovers(zoo, tmp_path: Path) ->
     convert(zoo("llama"), tmp_path / "out", dtype="f32", verify=False)
     assert not dead.exists() and live.exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.gguf"]
+
+
+# Quantize paused inside its block loop, long before its output is staged: the signal handling must cover
+# the whole run, not only the final write.
+PAUSED_QUANTIZE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from vlmkit.quant import pipeline
+
+    ready = Path(sys.argv[1])
+    def paused(*args, **kwargs):
+        ready.touch()
+        time.sleep(120)
+    pipeline._run_blocks = paused
+    sys.argv = ["vlmkit", *sys.argv[2:]]
+    from vlmkit.cli import main
+    main()
+""")
+
+
+def test_sigterm_during_quantize_leaves_nothing(zoo, tmp_path: Path) -> None:
+    model, out, ready = zoo("llama"), tmp_path / "out", tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", PAUSED_QUANTIZE, str(ready), "quantize", str(model),
+                              "--samples", "2", "--held-out", "1", "--out", str(out)], env=env(),
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        while not ready.exists():
+            assert child.poll() is None, child.communicate()[1]
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 1
+    assert "interrupted by SIGTERM; nothing was written" in stderr.strip().splitlines()[-1], stderr
+    assert_nothing_written(tmp_path, out)

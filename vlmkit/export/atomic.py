@@ -43,7 +43,7 @@ def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "",
         tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
-        with _faults_in_one_line(out_dir):
+        with faults_in_one_line(out_dir):
             yield tmp
             _publish(tmp, out_dir)
     except BaseException:
@@ -85,7 +85,7 @@ def atomic_file(out_file: Path, overwrite: bool = False) -> Iterator[Path]:
     os.close(handle)
     tmp = Path(name)
     try:
-        with _faults_in_one_line(out_file):
+        with faults_in_one_line(out_file):
             yield tmp
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, out_file)
@@ -130,7 +130,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def _faults_in_one_line(out: Path) -> Iterator[None]:
+def faults_in_one_line(out: Path) -> Iterator[None]:
     """SIGINT / SIGTERM raise ``Interrupted`` (so the caller's cleanup runs; SIGTERM would otherwise kill
     the process on the spot) and a full disk becomes one line naming the output."""
     main = threading.current_thread() is threading.main_thread()

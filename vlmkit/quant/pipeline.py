@@ -121,70 +121,73 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              overwrite: bool = False, progress: bool = True, verbose: bool = False,
              keep_logits: bool = False, threads: int | None = None) -> QuantizeResult:
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
-    if threads:
-        torch.set_num_threads(threads)
-    from vlmkit.export.atomic import atomic_dir
-    from vlmkit.hub import resolve_model
-    from vlmkit.logs import quiet_transformers
-    from vlmkit.readers import open_checkpoint
-    from vlmkit.runtime.transformers_backend import model_class
+    from vlmkit.export.atomic import faults_in_one_line
 
-    quiet_transformers(verbose)
-    if format not in FORMATS:
-        raise VlmkitError(None, f"--format {format}: choose one of {', '.join(FORMATS)}")
-    gguf_type = gguf_type or ("q8_0" if bits == 8 else "q4_0")
-    exact_group = EXACT_GGUF.get((gguf_type, bits)) if format != "hf" else None
-    if exact_group and not symmetric:
-        exact_group = None
-    spec = QuantSpec(method, bits, group_size, symmetric, act_order, include=tuple(include),
-                     exclude=tuple(exclude))
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    folder = resolve_model(model)
-    config, family = validate_source(folder)
-    lm_folder, notes = language_model_folder(folder, family)
-    lm_config = read_config(lm_folder) or {}
-    checkpoint = open_checkpoint(lm_folder)
-    lm_family, _ = family_for(lm_config, list(checkpoint.infos))
-    auto_class, is_vlm = model_class(lm_folder)
-    staged = StagedModel(lm_folder, checkpoint, lm_family, auto_class)
-    recipe, rels = build_recipe(staged, spec)
-    if not rels:
-        raise VlmkitError(folder, "nothing to quantize (every Linear is kept; check --include/--exclude)")
-    group_of = {rel: recipe.decisions[f"{staged.blocks_name}.0.{rel}"].group_size for rel in rels}
-    scale_grid = _scale_grid(checkpoint, staged, rels, exact_group, spec, notes)
-    timings["load_s"] = time.perf_counter() - start
+    with faults_in_one_line(Path(out)):  # SIGINT / SIGTERM at any stage: one line, nothing left behind
+        if threads:
+            torch.set_num_threads(threads)
+        from vlmkit.export.atomic import atomic_dir
+        from vlmkit.hub import resolve_model
+        from vlmkit.logs import quiet_transformers
+        from vlmkit.readers import open_checkpoint
+        from vlmkit.runtime.transformers_backend import model_class
 
-    t = time.perf_counter()
-    calibration, held = load_samples(calib, samples, held_out)
-    encode = Encoder(lm_folder, images=is_vlm)
-    calib_stream = _stream(staged, encode, calibration)
-    held_streams = {"held-out " + ("image questions" if is_vlm and any(s.image for s in held) else "texts"):
-                    _stream(staged, encode, held, fp=True)} if held else {}
-    held_streams["held-out plain text"] = _stream(staged, encode, held_out_texts(), fp=True)
-    timings["capture_s"] = time.perf_counter() - t
+        quiet_transformers(verbose)
+        if format not in FORMATS:
+            raise VlmkitError(None, f"--format {format}: choose one of {', '.join(FORMATS)}")
+        gguf_type = gguf_type or ("q8_0" if bits == 8 else "q4_0")
+        exact_group = EXACT_GGUF.get((gguf_type, bits)) if format != "hf" else None
+        if exact_group and not symmetric:
+            exact_group = None
+        spec = QuantSpec(method, bits, group_size, symmetric, act_order, include=tuple(include),
+                         exclude=tuple(exclude))
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        folder = resolve_model(model)
+        config, family = validate_source(folder)
+        lm_folder, notes = language_model_folder(folder, family)
+        lm_config = read_config(lm_folder) or {}
+        checkpoint = open_checkpoint(lm_folder)
+        lm_family, _ = family_for(lm_config, list(checkpoint.infos))
+        auto_class, is_vlm = model_class(lm_folder)
+        staged = StagedModel(lm_folder, checkpoint, lm_family, auto_class)
+        recipe, rels = build_recipe(staged, spec)
+        if not rels:
+            raise VlmkitError(folder, "nothing to quantize (every Linear is kept; check --include/--exclude)")
+        group_of = {rel: recipe.decisions[f"{staged.blocks_name}.0.{rel}"].group_size for rel in rels}
+        scale_grid = _scale_grid(checkpoint, staged, rels, exact_group, spec, notes)
+        timings["load_s"] = time.perf_counter() - start
 
-    t = time.perf_counter()
-    layers, packed, replaced = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams,
-                                           progress)
-    timings["quantize_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    quality, logits = {}, {}
-    for name, stream in held_streams.items():
-        quality[name], logits[name] = _stats(staged, stream)
-    timings["report_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        calibration, held = load_samples(calib, samples, held_out)
+        encode = Encoder(lm_folder, images=is_vlm)
+        calib_stream = _stream(staged, encode, calibration)
+        held_streams = {"held-out " + ("image questions" if is_vlm and any(s.image for s in held) else "texts"):
+                        _stream(staged, encode, held, fp=True)} if held else {}
+        held_streams["held-out plain text"] = _stream(staged, encode, held_out_texts(), fp=True)
+        timings["capture_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    result = QuantizeResult(Path(out), _spec_dict(spec, scale_grid), recipe.quantized, recipe.kept,
-                            [_layer_dict(staged, i, r) for i, rs in layers for r in rs], quality, timings, 0.0,
-                            notes=notes, logits=logits if keep_logits else {})
-    with atomic_dir(Path(out), overwrite) as tmp:
-        _export(tmp, folder, lm_folder, staged, recipe, spec, packed, replaced, format, gguf_type,
-                exact_group, calib, calibration, result, verbose)
-    timings["export_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - start
-    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+        t = time.perf_counter()
+        layers, packed, replaced = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams,
+                                               progress)
+        timings["quantize_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        quality, logits = {}, {}
+        for name, stream in held_streams.items():
+            quality[name], logits[name] = _stats(staged, stream)
+        timings["report_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        result = QuantizeResult(Path(out), _spec_dict(spec, scale_grid), recipe.quantized, recipe.kept,
+                                [_layer_dict(staged, i, r) for i, rs in layers for r in rs], quality, timings, 0.0,
+                                notes=notes, logits=logits if keep_logits else {})
+        with atomic_dir(Path(out), overwrite) as tmp:
+            _export(tmp, folder, lm_folder, staged, recipe, spec, packed, replaced, format, gguf_type,
+                    exact_group, calib, calibration, result, verbose)
+        timings["export_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - start
+        result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return result
 
 
 def _scale_grid(checkpoint, staged: StagedModel, rels: list[str], exact_group: int | None, spec: QuantSpec,
