@@ -17,7 +17,7 @@ from vlmkit.demo.scenes import IMAGE_SIZE, random_scene
 PATCH_SIZE = 16
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 EOS, PAD, IMAGE = "<|endoftext|>", "<pad>", "<image>"
-VOCAB_SIZE = 512
+VOCAB_SIZE = 768
 
 # "USER: {question}\n<image>\nASSISTANT:". The question comes before the image so that, in the causal
 # LM, every image token can attend to it and tell whether its patch answers it (see train.py: yes/no

@@ -3,12 +3,17 @@
 MME style for the yes/no categories (existence, count, color, position): for each image one question
 whose answer is Yes and one whose answer is No. Free-form categories (open_color, open_count,
 open_position) have short answers: "red" / 「赤」, "3", "top left" / 「左上」.
+
+Benchmarks add a request for the answer's form to the question: MME ends each one with "Please answer yes
+or no.", LLaVA's short-answer sets with "Answer the question using a single word or phrase.". Training asks
+a share of its questions that way (:func:`phrased`, in both languages, several wordings) so the answer does
+not depend on whether the request is there; :func:`with_benchmark_request` gives the test split's MME form.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vlmkit.demo.scenes import COLORS, MAX_OBJECTS, QUADRANTS, SHAPES, Scene, Shape
 
@@ -24,6 +29,17 @@ JA_SHAPE = {"circle": "円", "square": "四角", "triangle": "三角"}
 JA_QUADRANT = {"top left": "左上", "top right": "右上", "bottom left": "左下", "bottom right": "右下"}
 JA_SIDE = {"left": "左側", "right": "右側", "top": "上側", "bottom": "下側"}
 OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+# How benchmarks ask for the answer's form; the first of each is the standard one (MME's, LLaVA's).
+YES_NO_REQUESTS = {
+    "en": ("Please answer yes or no.", "Answer yes or no.", "Please answer the question with a single word: yes or no.",
+           "Answer with Yes or No only."),
+    "ja": ("「はい」か「いいえ」で答えてください。", "はいかいいえで答えてください。", "「はい」または「いいえ」で答えて。"),
+}
+SHORT_ANSWER_REQUESTS = {
+    "en": ("Answer the question using a single word or phrase.", "Answer with a single word.", "Answer briefly."),
+    "ja": ("単語か短い語句で答えてください。", "一言で答えてください。"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,27 @@ def open_position(scene: Scene, rng: random.Random, lang: str) -> QA:
     return QA(f"{_name(obj.color, obj.shape, lang)}はどこにありますか？", JA_QUADRANT[where], "open_position", lang, obj)
 
 
+def with_request(question: str, request: str, lang: str, newline: bool = False) -> str:
+    """``question`` followed by ``request`` the way benchmarks join them (a space in English, none in Japanese)."""
+    return question + ("\n" if newline else " " if lang == "en" else "") + request
+
+
+def with_benchmark_request(qa: QA) -> QA:
+    """The question as MME asks it (yes/no) or as LLaVA's short-answer sets ask it (open questions)."""
+    requests = YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS
+    return replace(qa, question=with_request(qa.question, requests[qa.lang][0], qa.lang))
+
+
+def phrased(qa: QA, rng: random.Random) -> QA:
+    """Training: asked plainly (40 %), with the standard request (35 %) or another wording of it."""
+    roll = rng.random()
+    if roll < 0.4:
+        return qa
+    requests = (YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS)[qa.lang]
+    request = requests[0] if roll < 0.75 else rng.choice(requests[1:])
+    return replace(qa, question=with_request(qa.question, request, qa.lang, newline=rng.random() < 0.25))
+
+
 YES_NO = {"existence": existence, "count": count, "color": color, "position": position}
 OPEN = {"open_color": open_color, "open_count": open_count, "open_position": open_position}
 
@@ -119,13 +156,16 @@ def yes_no_pair(scene: Scene, rng: random.Random, category: str, lang: str) -> t
 
 
 def random_qa(scene: Scene, rng: random.Random) -> QA:
-    """One question of any kind, for training: yes/no categories weighted like open ones x2."""
+    """One question of any kind, for training, phrased as plainly or as benchmarks ask (:func:`phrased`).
+
+    Yes/no categories are weighted like open ones x2.
+    """
     lang = rng.choice(LANGS)
     kinds = list(YES_NO) * 2 + list(OPEN)
     kind = rng.choice(kinds)
     if kind in YES_NO:
-        return YES_NO[kind](scene, rng, rng.random() < 0.5, lang)
-    return OPEN[kind](scene, rng, lang)
+        return phrased(YES_NO[kind](scene, rng, rng.random() < 0.5, lang), rng)
+    return phrased(OPEN[kind](scene, rng, lang), rng)
 
 
 def corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
@@ -136,4 +176,6 @@ def corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
             for category in YES_NO:
                 texts += [f"{qa.question} {qa.answer}" for qa in yes_no_pair(scene, rng, category, lang)]
             texts += [f"{make(scene, rng, lang).question} {make(scene, rng, lang).answer}" for make in OPEN.values()]
+    for lang in LANGS:
+        texts += [*YES_NO_REQUESTS[lang], *SHORT_ANSWER_REQUESTS[lang]] * 200  # a few tokens each, like the questions
     return texts

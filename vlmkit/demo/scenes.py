@@ -59,7 +59,8 @@ class Scene:
 
 
 def random_scene(rng: random.Random) -> Scene:
-    """1-4 shapes, distinct (color, shape) pairs, at least one shape kind present exactly once."""
+    """1-4 shapes, distinct (color, shape) pairs, at least one shape kind present exactly once; a lone shape is
+    sometimes big (up to half the image wide)."""
     while True:
         count = rng.randint(1, MAX_OBJECTS)
         quadrants = rng.sample(range(4), count)
@@ -67,12 +68,24 @@ def random_scene(rng: random.Random) -> Scene:
         kinds = [s for _, s in pairs]
         if any(kinds.count(k) == 1 for k in kinds):
             break
+    if count == 1 and rng.random() < 0.4:
+        return Scene((_place_big(rng, *pairs[0], quadrants[0]),))
     objects = tuple(_place(rng, color, shape, q) for (color, shape), q in zip(pairs, quadrants))
     return Scene(objects)
 
 
+def _place_big(rng: random.Random, color: str, shape: str, quadrant: int) -> Shape:
+    """A lone shape up to half the image wide, its centre clearly inside ``quadrant`` (so the side is unambiguous)."""
+    radius = rng.uniform(12.5, 18.0)
+    half = IMAGE_SIZE / 2
+    near, far = radius + 1.5, half - (0.3 * radius + 2)  # distance of the centre from the image's edge
+    cx, cy = (rng.uniform(near, far) for _ in range(2))
+    cx, cy = (cx if quadrant % 2 == 0 else IMAGE_SIZE - cx), (cy if quadrant < 2 else IMAGE_SIZE - cy)
+    return Shape(shape, color, quadrant, round(cx, 2), round(cy, 2), round(radius, 2))
+
+
 def _place(rng: random.Random, color: str, shape: str, quadrant: int) -> Shape:
-    radius = rng.choice([rng.uniform(5.0, 7.5), rng.uniform(9.0, 12.0)])  # small or large
+    radius = rng.choice([rng.uniform(3.5, 5.0), rng.uniform(5.0, 7.5), rng.uniform(9.0, 12.0)])  # tiny, small, large
     half = IMAGE_SIZE / 2
     x0, y0 = (quadrant % 2) * half, (quadrant // 2) * half
     margin = radius + 1.5

@@ -38,9 +38,10 @@ THREADS = 2
 
 @dataclass(frozen=True)
 class Recipe:
-    steps: int = 9500  # best of the 250-step snapshots 8000..10000 on a validation split (train, seed 1)
+    steps: int = 12000
     batch: int = 32
     turns: int = 1  # more turns per image amortise the image tokens but learned slower here
+    two_turn_every: int = 4  # every 4th step asks two questions per image: later chat turns get answers too
     aux_weight: float = 1.0  # weight of the per-patch probe loss
     evidence_weight: float = 2.0  # weight of the per-image-token evidence probe loss
     evidence_layer: int = 2  # LM layer (hidden_states index) whose image-token states the evidence probe reads
@@ -50,18 +51,22 @@ class Recipe:
     weight_decay: float = 0.01
     seed: int = 0
 
+    def turns_at(self, step: int) -> int:
+        return self.turns + 1 if self.two_turn_every and step % self.two_turn_every == self.two_turn_every - 1 \
+            else self.turns
 
-def encode_sample(tokenizer, image_index: int, recipe: Recipe) -> tuple[list[int], list[int], "object"]:
-    """One train-split image with ``recipe.turns`` independent questions: (ids, labels, image)."""
-    ids, labels, image, *_ = encode_sample_with_scene(tokenizer, image_index, recipe)
+
+def encode_sample(tokenizer, image_index: int, recipe: Recipe, turns: int | None = None) -> tuple[list[int], list[int], "object"]:
+    """One train-split image with ``turns`` (default ``recipe.turns``) independent questions: (ids, labels, image)."""
+    ids, labels, image, *_ = encode_sample_with_scene(tokenizer, image_index, recipe, turns)
     return ids, labels, image
 
 
-def encode_sample_with_scene(tokenizer, image_index: int, recipe: Recipe):
+def encode_sample_with_scene(tokenizer, image_index: int, recipe: Recipe, turns: int | None = None):
     """(ids, labels, image, scene, first question): a training sample with what its probes need."""
     rng = scene_rng("train", image_index, recipe.seed)
     scene = random_scene(rng)
-    turns = [random_qa(scene, rng) for _ in range(recipe.turns)]
+    turns = [random_qa(scene, rng) for _ in range(turns or recipe.turns)]
     ids, labels = encode_turns(tokenizer, turns)
     return ids, labels, render(scene), scene, turns[0]
 
@@ -148,10 +153,48 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * 0.5 ** ((step - recipe.warmup) / recipe.half_life)
 
 
-def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: Path | None = None) -> Path:
+class StepBatches:
+    """Step ``i``'s batch, tensors ready (a map-style dataset for torch's DataLoader).
+
+    Each batch is a function of the step alone, so drawing and rendering in a worker process while the
+    main process trains changes nothing but the speed (about a quarter of a step is drawing scenes).
+    """
+
+    def __init__(self, tokenizer, recipe: Recipe):
+        self.tokenizer, self.recipe = tokenizer, recipe
+
+    def __len__(self) -> int:
+        return self.recipe.steps
+
+    def __getitem__(self, step: int) -> dict:
+        import numpy as np
+        import torch
+
+        recipe = self.recipe
+        samples = [encode_sample_with_scene(self.tokenizer, step * recipe.batch + k, recipe, recipe.turns_at(step))
+                   for k in range(recipe.batch)]
+        batch = collate(self.tokenizer, [sample[:3] for sample in samples])
+        batch["patch_targets"] = torch.from_numpy(np.stack([patch_targets(sample[3]) for sample in samples]))
+        batch["evidence"] = torch.from_numpy(np.stack([evidence_targets(sample[4]) for sample in samples]))
+        batch["pointed"] = torch.tensor([has_evidence(sample[4]) for sample in samples])
+        return batch
+
+
+def batches(tokenizer, recipe: Recipe, workers: int):
+    """The steps' batches in order; ``workers`` = 0 draws them in this process."""
+    import torch
+
+    data = StepBatches(tokenizer, recipe)
+    if workers == 0:
+        return (data[step] for step in range(recipe.steps))
+    return iter(torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
+                                            prefetch_factor=8, persistent_workers=False))
+
+
+def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: Path | None = None,
+          workers: int = 1) -> Path:
     """Train into ``out``, which must not be the shipped weights (compare against them instead)."""
     check_not_shipped(out)
-    import numpy as np
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -172,19 +215,15 @@ def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: 
     optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters(), *evidence_probe.parameters()],
                                   lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
     start, running, running_evidence = time.time(), 0.0, 0.0
-    for step in range(recipe.steps):
-        samples = [encode_sample_with_scene(tokenizer, step * recipe.batch + k, recipe) for k in range(recipe.batch)]
-        batch = collate(tokenizer, [sample[:3] for sample in samples])
-        targets = torch.from_numpy(np.stack([patch_targets(sample[3]) for sample in samples]))
-        evidence = torch.from_numpy(np.stack([evidence_targets(sample[4]) for sample in samples]))
-        pointed = torch.tensor([has_evidence(sample[4]) for sample in samples])
+    for step, batch in enumerate(batches(tokenizer, recipe, workers)):
+        targets, evidence, pointed = batch.pop("patch_targets"), batch.pop("evidence"), batch.pop("pointed")
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, recipe)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls (AMX where present), fp32 weights
             result = model(**batch, output_hidden_states=True)
             answer_loss = result.loss
             states = result.hidden_states[recipe.evidence_layer][batch["input_ids"] == image_token]
-            guess = evidence_probe(states.float()).view(len(samples), -1)
+            guess = evidence_probe(states.float()).view(len(pointed), -1)
             evidence_loss = torch.nn.functional.binary_cross_entropy_with_logits(guess[pointed], evidence[pointed])
             features = torch.nn.functional.normalize(projected["out"].float(), dim=-1) * 16  # scale-free probe
             aux = torch.nn.functional.binary_cross_entropy_with_logits(probe(features), targets)
@@ -199,7 +238,7 @@ def train(out: Path, recipe: Recipe = Recipe(), log_every: int = 50, snapshots: 
                   f"evidence {running_evidence / log_every:.4f} lr {lr_at(step, recipe):.2e} {time.time() - start:.0f}s",
                   flush=True)
             running, running_evidence = 0.0, 0.0
-        if snapshots is not None and (step + 1) % 250 == 0:  # for watching a run; does not touch its RNGs
+        if snapshots is not None and (step + 1) % 1000 == 0:  # for watching a run; does not touch its RNGs
             save(model, processor, snapshots / f"step{step + 1}")
     model.eval()
     save(model, processor, out)
