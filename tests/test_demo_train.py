@@ -29,7 +29,7 @@ def test_evidence_points_at_the_answering_object_only_when_the_answer_is_yes():
             target = evidence_targets(yes)
             obj = yes.evidence
             assert obj.color in yes.question and obj.shape in yes.question
-            assert 1 <= target.sum() <= 9  # an object spans a few of the 16 patches
+            assert 1 <= target.sum() <= 16  # a few of the 16 patches; a big lone shape most of them
             column = covered[:, list(COLORS).index(obj.color) * len(SHAPES) + SHAPES.index(obj.shape)]
             assert (target == column).all()
             checked += 1
@@ -51,7 +51,7 @@ def test_same_seed_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_full_recipe_reproduces_the_shipped_weights(tmp_path):
-    """The README's claim: `vlmkit demo train --out DIR` rebuilds vlmkit/demo/weights (about 28 min on 2 cores).
+    """The README's claim: `vlmkit demo train --out DIR` rebuilds vlmkit/demo/weights (about 29 min on 2 cores).
 
     Bit-identical on the CPU / torch build that trained it; another CPU may round bf16 matmuls differently.
     """

@@ -74,6 +74,9 @@ def score_cmd(
     n: Optional[int] = typer.Option(None, help="Number of images (default: the full test split, 200)."),
     split_seed: int = typer.Option(0, "--seed", help="Split seed: 0 is the README's test split; train + 1 is validation."),
     data: Optional[Path] = typer.Option(None, help="Score a VQA set in the jsonl format instead of a demo split."),
+    mme_phrasing: bool = typer.Option(False, "--mme-phrasing",
+                                      help="End each question with MME's 'Please answer yes or no.' (Japanese: "
+                                           "「はい」か「いいえ」で答えてください。) or the short-answer request."),
     backend: str = typer.Option("auto", help="auto (GGUF -> llamacpp, else transformers), transformers or llamacpp."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with every prediction)."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (the README's)."),
@@ -82,6 +85,7 @@ def score_cmd(
     """MME table (acc, acc+, score per category) from greedy answers.
 
     Example: vlmkit demo score --markdown            # reproduces the README table
+    Example: vlmkit demo score --mme-phrasing --markdown    # the README's table for questions asked MME's way
     Example: vlmkit convert demo --out q8 --dtype q8_0 && vlmkit demo score q8    # the same through llama.cpp
     Example: vlmkit demo score demo --data my_set/ --json
     """
@@ -93,7 +97,7 @@ def score_cmd(
     path = resolve_model(model, download=download)
     if backend == "auto":
         backend = "llamacpp" if gguf_files(path) is not None else "transformers"
-    questions = set_questions(data) if data else split_questions(split, n, split_seed)
+    questions = set_questions(data) if data else split_questions(split, n, split_seed, mme_phrasing)
     result = evaluate(questions, path, backend=backend)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -124,6 +128,8 @@ def data_cmd(
     split: str = typer.Option("test", help="train or test."),
     n: int = typer.Option(200, help="Number of images (3 questions each)."),
     seed: int = typer.Option(0, help="Split seed (the test split the README scores is seed 0)."),
+    mme_phrasing: bool = typer.Option(False, "--mme-phrasing",
+                                      help="End each question with the benchmark's request (MME's 'Please answer yes or no.')."),
     as_json: bool = typer.Option(False, "--json", help="Print the jsonl path as JSON."),
 ) -> None:
     """Write a demo split as a VQA set: questions.jsonl (question_id, image, question, answer, category, lang) + images/.
@@ -133,7 +139,7 @@ def data_cmd(
     from vlmkit.demo.dataset import write_split
 
     _check_split(split)
-    path = write_split(out, split, n, seed)
+    path = write_split(out, split, n, seed, mme_phrasing)
     typer.echo(json.dumps({"jsonl": str(path)}) if as_json else f"wrote {path}")
 
 
@@ -150,9 +156,9 @@ def train_cmd(
     out: Path = typer.Option(..., help="New output directory (the shipped weights are never overwritten)."),
     seed: int = typer.Option(0, help="Training seed; the same seed gives the same weights."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the shipped recipe)."),
-    snapshots: Optional[Path] = typer.Option(None, help="Also save the model every 250 steps under DIR/stepN."),
+    snapshots: Optional[Path] = typer.Option(None, help="Also save the model every 1,000 steps under DIR/stepN."),
 ) -> None:
-    """Retrain the demo VLM from scratch on CPU (2 threads; about 28 minutes alone on 2 cores).
+    """Retrain the demo VLM from scratch on CPU (2 threads + a worker drawing scenes; about 29 minutes alone on 2 cores).
 
     Example: vlmkit demo train --out /tmp/demo-retrained
     """

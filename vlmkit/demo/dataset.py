@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlmkit.demo.questions import LANGS, OPEN, QA, YES_NO_CATEGORIES, yes_no_pair
+from vlmkit.demo.questions import LANGS, OPEN, QA, YES_NO_CATEGORIES, with_benchmark_request, yes_no_pair
 from vlmkit.demo.scenes import Scene, random_scene, render
 
 SPLITS = ("train", "test")
@@ -54,12 +54,17 @@ def make_split(split: str = "test", n: int = TEST_IMAGES, seed: int = 0) -> list
     return [make_item(split, i, seed) for i in range(n)]
 
 
-def records(items: list[Item]) -> list[tuple[dict, Image.Image | None]]:
-    """Rows in the :mod:`vlmkit.data.vqa` format; yes/no pairs share the image's question_id."""
+def records(items: list[Item], benchmark_phrasing: bool = False) -> list[tuple[dict, Image.Image | None]]:
+    """Rows in the :mod:`vlmkit.data.vqa` format; yes/no pairs share the image's question_id.
+
+    ``benchmark_phrasing``: each question ends with the benchmark's request for the answer's form (MME's
+    "Please answer yes or no." and its Japanese equivalent; LLaVA's short-answer request on open questions).
+    """
     rows: list[tuple[dict, Image.Image | None]] = []
     for item in items:
         path = f"images/{item.question_id}.png"
         for k, qa in enumerate(item.questions):
+            qa = with_benchmark_request(qa) if benchmark_phrasing else qa
             qid = item.question_id if k < 2 else f"{item.question_id}-open"
             row = {"question_id": qid, "image": path, "question": qa.question, "answer": qa.answer,
                    "category": qa.category, "lang": qa.lang}
@@ -67,7 +72,8 @@ def records(items: list[Item]) -> list[tuple[dict, Image.Image | None]]:
     return rows
 
 
-def write_split(out: str | os.PathLike, split: str = "test", n: int = TEST_IMAGES, seed: int = 0) -> Path:
+def write_split(out: str | os.PathLike, split: str = "test", n: int = TEST_IMAGES, seed: int = 0,
+                benchmark_phrasing: bool = False) -> Path:
     from vlmkit.data import write_vqa
 
-    return write_vqa(out, records(make_split(split, n, seed)))
+    return write_vqa(out, records(make_split(split, n, seed), benchmark_phrasing))

@@ -85,7 +85,7 @@ def _place_big(rng: random.Random, color: str, shape: str, quadrant: int) -> Sha
 
 
 def _place(rng: random.Random, color: str, shape: str, quadrant: int) -> Shape:
-    radius = rng.choice([rng.uniform(3.5, 5.0), rng.uniform(5.0, 7.5), rng.uniform(9.0, 12.0)])  # tiny, small, large
+    radius = rng.choice([rng.uniform(5.0, 7.5), rng.uniform(9.0, 12.0)])  # small or large
     half = IMAGE_SIZE / 2
     x0, y0 = (quadrant % 2) * half, (quadrant // 2) * half
     margin = radius + 1.5

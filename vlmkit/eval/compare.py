@@ -57,8 +57,10 @@ def builtin_text() -> str:
 
 
 def is_image_source(data: str | os.PathLike) -> bool:
+    from vlmkit.eval.vqa import DEMO_SETS
+
     path = Path(data)
-    return str(data) == "demo" or path.is_dir() or path.suffix == ".jsonl"
+    return str(data) in DEMO_SETS or path.is_dir() or path.suffix == ".jsonl"
 
 
 def read_text(data: str | os.PathLike) -> str:

@@ -45,10 +45,14 @@ class Question:
 
 # --- questions -----------------------------------------------------------------------------------------
 
-def split_questions(split: str = "test", n: int | None = None, seed: int = 0) -> list[Question]:
+DEMO_SETS = {"demo": False, "demo-mme": True}  # the demo's test split asked plainly / the benchmarks' way
+
+
+def split_questions(split: str = "test", n: int | None = None, seed: int = 0,
+                    benchmark_phrasing: bool = False) -> list[Question]:
     from vlmkit.demo.dataset import TEST_IMAGES, make_split, records
 
-    rows = records(make_split(split, n or TEST_IMAGES, seed))
+    rows = records(make_split(split, n or TEST_IMAGES, seed), benchmark_phrasing)
     questions, image = [], None
     for row, img in rows:
         image = img if img is not None else image
@@ -73,8 +77,12 @@ def set_questions(path: str | os.PathLike) -> list[Question]:
 
 
 def load_questions(data: str | os.PathLike = "demo", limit: int | None = None) -> list[Question]:
-    """``demo`` (the demo's test split, 600 questions) or a questions.jsonl / its directory."""
-    questions = split_questions("test") if str(data) == "demo" else set_questions(data)
+    """``demo`` (the demo's test split, 600 questions), ``demo-mme`` (the same ending in MME's "Please answer yes
+    or no." / the short-answer request) or a questions.jsonl / its directory."""
+    if str(data) in DEMO_SETS:
+        questions = split_questions("test", benchmark_phrasing=DEMO_SETS[str(data)])
+    else:
+        questions = set_questions(data)
     return questions[:limit] if limit else questions
 
 
