@@ -17,7 +17,7 @@ from vlmkit.demo.scenes import IMAGE_SIZE, random_scene
 PATCH_SIZE = 16
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 EOS, PAD, IMAGE = "<|endoftext|>", "<pad>", "<image>"
-VOCAB_SIZE = 768
+VOCAB_SIZE = 512
 
 # "USER: {question}\n<image>\nASSISTANT:". The question comes before the image so that, in the causal
 # LM, every image token can attend to it and tell whether its patch answers it (see train.py: yes/no
@@ -50,7 +50,7 @@ def train_tokenizer(seed: int = 0, scenes: int = 400):
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(f"vlmkit-demo/tokenizer/{seed}")
-    texts = corpus([random_scene(rng) for _ in range(scenes)], rng)
+    texts = corpus([random_scene(rng, big_lone=0.0) for _ in range(scenes)], rng)  # the first stage's scenes
     texts += ["USER: <image>\nASSISTANT:", "USER:\nASSISTANT:"] * 50
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -135,13 +135,15 @@ def with_benchmark_request(qa: QA) -> QA:
     return replace(qa, question=with_request(qa.question, requests[qa.lang][0], qa.lang))
 
 
-def phrased(qa: QA, rng: random.Random) -> QA:
-    """Training: asked plainly (40 %), with the standard request (35 %) or another wording of it."""
-    roll = rng.random()
-    if roll < 0.4:
+def phrased(qa: QA, rng: random.Random, share: float) -> QA:
+    """Training: ``share`` of the questions end in a request for the answer's form, the standard one (MME's,
+    LLaVA's) for ~60 % of them, another wording for the rest; share 0 draws nothing from ``rng``."""
+    roll = rng.random() if share else 1.0
+    if roll >= share:
         return qa
+    roll /= share
     requests = (YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS)[qa.lang]
-    request = requests[0] if roll < 0.75 else rng.choice(requests[1:])
+    request = requests[0] if roll < 0.6 else rng.choice(requests[1:])
     return replace(qa, question=with_request(qa.question, request, qa.lang, newline=rng.random() < 0.25))
 
 
@@ -155,8 +157,8 @@ def yes_no_pair(scene: Scene, rng: random.Random, category: str, lang: str) -> t
     return make(scene, rng, True, lang), make(scene, rng, False, lang)
 
 
-def random_qa(scene: Scene, rng: random.Random) -> QA:
-    """One question of any kind, for training, phrased as plainly or as benchmarks ask (:func:`phrased`).
+def random_qa(scene: Scene, rng: random.Random, phrased_share: float = 0.0) -> QA:
+    """One question of any kind, for training, asked plainly or as benchmarks ask (:func:`phrased`).
 
     Yes/no categories are weighted like open ones x2.
     """
@@ -164,8 +166,8 @@ def random_qa(scene: Scene, rng: random.Random) -> QA:
     kinds = list(YES_NO) * 2 + list(OPEN)
     kind = rng.choice(kinds)
     if kind in YES_NO:
-        return phrased(YES_NO[kind](scene, rng, rng.random() < 0.5, lang), rng)
-    return phrased(OPEN[kind](scene, rng, lang), rng)
+        return phrased(YES_NO[kind](scene, rng, rng.random() < 0.5, lang), rng, phrased_share)
+    return phrased(OPEN[kind](scene, rng, lang), rng, phrased_share)
 
 
 def corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
@@ -176,6 +178,4 @@ def corpus(scenes: list[Scene], rng: random.Random) -> list[str]:
             for category in YES_NO:
                 texts += [f"{qa.question} {qa.answer}" for qa in yes_no_pair(scene, rng, category, lang)]
             texts += [f"{make(scene, rng, lang).question} {make(scene, rng, lang).answer}" for make in OPEN.values()]
-    for lang in LANGS:
-        texts += [*YES_NO_REQUESTS[lang], *SHORT_ANSWER_REQUESTS[lang]] * 200  # a few tokens each, like the questions
     return texts

@@ -58,9 +58,12 @@ class Scene:
         return [o for o in self.objects if o.shape == shape]
 
 
-def random_scene(rng: random.Random) -> Scene:
-    """1-4 shapes, distinct (color, shape) pairs, at least one shape kind present exactly once; a lone shape is
-    sometimes big (up to half the image wide)."""
+BIG_LONE_SHARE = 0.4  # of the one-shape scenes, drawn big (up to half the image wide)
+
+
+def random_scene(rng: random.Random, big_lone: float = BIG_LONE_SHARE) -> Scene:
+    """1-4 shapes, distinct (color, shape) pairs, at least one shape kind present exactly once; ``big_lone`` of the
+    one-shape scenes hold a big shape (0 draws nothing more from ``rng``: the first training stage's scenes)."""
     while True:
         count = rng.randint(1, MAX_OBJECTS)
         quadrants = rng.sample(range(4), count)
@@ -68,7 +71,7 @@ def random_scene(rng: random.Random) -> Scene:
         kinds = [s for _, s in pairs]
         if any(kinds.count(k) == 1 for k in kinds):
             break
-    if count == 1 and rng.random() < 0.4:
+    if big_lone and count == 1 and rng.random() < big_lone:
         return Scene((_place_big(rng, *pairs[0], quadrants[0]),))
     objects = tuple(_place(rng, color, shape, q) for (color, shape), q in zip(pairs, quadrants))
     return Scene(objects)
