@@ -37,12 +37,13 @@ class CompareResult:
     tokenizer: dict[str, Any] | None = None
     image_embeddings: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None  # the candidate's vlmkit_quantization.json, when it has one
 
     def as_dict(self) -> dict[str, Any]:
         positions, means = kld_by_position(self.stats)
         return {"ref": self.ref, "cand": self.cand, "data": self.data, "ctx": self.ctx,
                 "summary": self.summary.as_dict(), "tokenizer": self.tokenizer,
-                "image_embeddings": self.image_embeddings, "notes": self.notes,
+                "image_embeddings": self.image_embeddings, "notes": self.notes, "quantization": self.quantization,
                 "kld_by_position": {"position": positions.tolist(), "mean_kld": means.tolist()}}
 
 
@@ -167,6 +168,7 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
     from vlmkit.eval.tokenizer_check import check_tokenizer
     from vlmkit.gguf.corpus import TOKENIZER_CORPUS
 
+    quantization = quantization_record(cand)  # before the long part: a malformed record stops it at once
     tokenizer = check_tokenizer(ref, cand, TOKENIZER_CORPUS).as_dict()
     if is_image_source(data):
         from vlmkit.eval.vqa import load_questions
@@ -180,7 +182,16 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
         stats = compare_text(ref, cand, read_text(data), ctx, progress)
         result = CompareResult(*names, str(data), ctx, summarize(stats), stats, tokenizer)
     result.notes += runtime_notes(ref, cand)
+    result.quantization = quantization
     return result
+
+
+def quantization_record(backend: Any) -> dict[str, Any] | None:
+    """What ``vlmkit quantize`` recorded beside the backend's model (per-layer error ...), if it made it."""
+    from vlmkit.quant.record import read_record
+
+    path = getattr(backend, "path", None)
+    return read_record(path) if path is not None else None
 
 
 def compare(ref: str | os.PathLike, cand: str | os.PathLike, data: str | os.PathLike = "corpus",
