@@ -110,18 +110,26 @@ def compare_text(ref: Any, cand: Any, text: str, ctx: int = DEFAULT_CTX, progres
 
 # --- images: answer tokens after an image + question prompt ------------------------------------------------
 
-def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = False) -> TokenStats:
+def answer_ids(backend: Any, question: str, images: list[Any], answer: str) -> tuple[list[int], list[int], slice]:
+    """(ids, answer_ids, rows): one user turn (the images, then the question) with the generation prompt as
+    ``vlmkit run`` builds it, followed by the answer's tokens; ``rows`` selects the rows of
+    ``backend.logits(ids, images)`` that predict the answer tokens (row i predicts text entry i + 1)."""
+    from vlmkit.runtime.base import IMAGE
     from vlmkit.runtime.prompt import user_message, uses_typed_content
 
-    typed = uses_typed_content(ref.chat_template())
+    typed = uses_typed_content(backend.chat_template())
+    prompt = backend.encode([user_message(question, len(images), typed, backend.image_placeholder)], images)
+    tokens = backend.tokenize(answer, False)
+    ids = prompt + tokens
+    n_text = len(ids) - ids.count(IMAGE)
+    return ids, tokens, slice(n_text - len(tokens) - 1, n_text - 1)
+
+
+def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = False) -> TokenStats:
     parts = []
     for q in _bar(questions, progress, "questions"):
-        prompt = ref.encode([user_message(q.question, 1, typed, ref.image_placeholder)], [q.image])
-        answer = ref.tokenize(q.answer, False)
-        ids = prompt + answer
+        ids, answer, rows = answer_ids(ref, q.question, [q.image], q.answer)
         a, b = _pair(ref.logits(ids, [q.image]), cand.logits(ids, [q.image]))
-        n_text = len(ids) - 1  # rows = text tokens; the answer's tokens are predicted by the last len(answer) rows
-        rows = slice(n_text - len(answer), n_text)
         parts.append(token_stats(a[rows], b[rows], np.array(answer), np.arange(len(answer))))
     return TokenStats.join(parts)
 

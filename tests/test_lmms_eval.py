@@ -1,0 +1,127 @@
+"""The lmms-eval model ``vlmkit`` (`lmms-eval --model vlmkit`, found through vlmkit's entry point) on a tiny
+local image task: demo questions written here as jsonl + PNG files, no download. Runs in lmms-eval's own venv
+(`.ci/lmms-env`, `-m lmms`): lmms-eval's dependencies would replace the main environment's torch.
+
+References: generation answers equal transformers' own ``generate`` (``vlmkit.eval.vqa.answer``, batched, the
+checkpoint's processor); log-likelihoods equal a forward pass of transformers' model on its processor's inputs,
+on the transformers backend and (f32 GGUF) on llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.lmms, pytest.mark.llamacpp]
+N_QUESTIONS = 6
+CHOICES = ["Yes", "No"]
+UTILS = "from vlmkit.runtime.prompt import load_image\n\ndef doc_to_visual(doc):\n    return [load_image(doc['image'])]\n"
+
+
+def write_tasks(root: Path, questions: list) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, q in enumerate(questions):
+        q.image.save(root / f"{i}.png")
+        rows.append({"image": str(root / f"{i}.png"), "question": q.question, "answer": q.answer,
+                     "label": CHOICES.index(q.answer) if q.answer in CHOICES else 0})
+    (root / "tiny.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (root / "utils.py").write_text(UTILS, encoding="utf-8")
+    common = (f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {root / 'tiny.jsonl'}\n"
+              "test_split: test\ndoc_to_visual: !function utils.doc_to_visual\ndoc_to_text: '{{question}}'\n")
+    (root / "gen.yaml").write_text(
+        f"task: vlmkit_tiny_vqa\n{common}output_type: generate_until\ndoc_to_target: '{{{{answer}}}}'\n"
+        "generation_kwargs:\n  max_new_tokens: 8\n  temperature: 0\nmetric_list:\n  - metric: exact_match\n")
+    (root / "mc.yaml").write_text(
+        f"task: vlmkit_tiny_vqa_mc\n{common}output_type: multiple_choice\ndoc_to_target: '{{{{label}}}}'\n"
+        f"doc_to_choice: {json.dumps(CHOICES)}\nmetric_list:\n  - metric: acc\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from vlmkit.convert import convert
+    from vlmkit.eval.vqa import load_questions
+
+    root = tmp_path_factory.mktemp("lmms-eval")
+    questions = load_questions("demo", N_QUESTIONS)
+    gguf = convert("demo", root / "f32", dtype="f32", verify=False).model_path
+    return {"questions": questions, "gguf": gguf, "tasks": write_tasks(root / "tasks", questions)}
+
+
+def lmms_eval(model_args: str, tasks_dir: Path, out: Path) -> dict[str, list]:
+    """`lmms-eval --model vlmkit ...` in a child process (the command line users type); per-task responses."""
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(out / "datasets-cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "lmms_eval", "--model", "vlmkit", "--model_args", model_args, "--tasks",
+         "vlmkit_tiny_vqa,vlmkit_tiny_vqa_mc", "--include_path", str(tasks_dir), "--batch_size", "1",
+         "--log_samples", "--output_path", str(out)], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    responses = {}
+    for task in ("vlmkit_tiny_vqa", "vlmkit_tiny_vqa_mc"):
+        (samples,) = out.rglob(f"*samples_{task}*.jsonl")
+        rows = sorted((json.loads(line) for line in samples.read_text().splitlines()), key=lambda r: r["doc_id"])
+        responses[task] = [r["resps"] for r in rows]
+    return responses
+
+
+def reference_loglikelihoods(questions: list) -> list[list[float]]:
+    """log p(" Yes") and log p(" No") after each image + question: transformers' processor and model."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmkit.hub import resolve_model
+
+    path = resolve_model("demo")
+    processor, model = AutoProcessor.from_pretrained(path), AutoModelForImageTextToText.from_pretrained(path)
+    out = []
+    for q in questions:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.question}]}]
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = processor(text=prompt, images=[q.image], return_tensors="pt")
+        scores = []
+        for choice in CHOICES:
+            tail = processor.tokenizer(" " + choice, add_special_tokens=False, return_tensors="pt").input_ids
+            ids = torch.cat([inputs.input_ids, tail], 1)
+            with torch.inference_mode():
+                logits = model(input_ids=ids, pixel_values=inputs.pixel_values).logits[0].float()
+            rows = torch.log_softmax(logits[-tail.shape[1] - 1:-1], -1)
+            scores.append(float(rows[torch.arange(tail.shape[1]), tail[0]].sum()))
+        out.append(scores)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    from vlmkit.eval.vqa import answer, load
+
+    questions = setup["questions"]
+    net, processor = load("demo")
+    answers = answer(net, processor, [q.image for q in questions], [q.question for q in questions], max_new_tokens=8)
+    return {"answers": answers, "loglikelihoods": reference_loglikelihoods(questions)}
+
+
+def test_vlmkit_is_an_lmms_eval_model_through_the_entry_point():
+    from lmms_eval.models import get_model
+
+    from vlmkit.eval.lmms_eval_model import VlmkitLMMS
+
+    assert get_model("vlmkit") is VlmkitLMMS
+
+
+@pytest.mark.parametrize("backend", ["transformers", "llamacpp"])
+def test_lmms_eval_runs_a_local_image_task(setup, reference, backend, tmp_path):
+    model = "demo" if backend == "transformers" else setup["gguf"]
+    responses = lmms_eval(f"model={model},backend={backend}", setup["tasks"], tmp_path / "out")
+    answers = [r[0][0] if isinstance(r[0], list) else r[0] for r in responses["vlmkit_tiny_vqa"]]
+    assert [a.strip() for a in answers] == reference["answers"]
+    ours = [[float(choice[0][0] if isinstance(choice[0], list) else choice[0]) for choice in r]
+            for r in responses["vlmkit_tiny_vqa_mc"]]
+    tol = 1e-3 if backend == "transformers" else 2e-2
+    np.testing.assert_allclose(ours, reference["loglikelihoods"], rtol=tol, atol=tol)
