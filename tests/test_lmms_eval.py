@@ -73,28 +73,13 @@ def lmms_eval(model_args: str, tasks_dir: Path, out: Path) -> dict[str, list]:
 
 def reference_loglikelihoods(questions: list) -> list[list[float]]:
     """log p(" Yes") and log p(" No") after each image + question: transformers' processor and model."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from hf_reference import answer_token_logprobs
 
     from vlmkit.hub import resolve_model
 
-    path = resolve_model("demo")
-    processor, model = AutoProcessor.from_pretrained(path), AutoModelForImageTextToText.from_pretrained(path)
-    out = []
-    for q in questions:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.question}]}]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = processor(text=prompt, images=[q.image], return_tensors="pt")
-        scores = []
-        for choice in CHOICES:
-            tail = processor.tokenizer(" " + choice, add_special_tokens=False, return_tensors="pt").input_ids
-            ids = torch.cat([inputs.input_ids, tail], 1)
-            with torch.inference_mode():
-                logits = model(input_ids=ids, pixel_values=inputs.pixel_values).logits[0].float()
-            rows = torch.log_softmax(logits[-tail.shape[1] - 1:-1], -1)
-            scores.append(float(rows[torch.arange(tail.shape[1]), tail[0]].sum()))
-        out.append(scores)
-    return out
+    items = [(q.image, q.question, " " + choice) for q in questions for choice in CHOICES]
+    sums = [float(x.sum()) for x in answer_token_logprobs(resolve_model("demo"), items)]
+    return [sums[i:i + len(CHOICES)] for i in range(0, len(sums), len(CHOICES))]
 
 
 @pytest.fixture(scope="module")
