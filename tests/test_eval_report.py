@@ -56,12 +56,13 @@ def _sample_sections() -> dict:
 
 @pytest.fixture(scope="module")
 def quantized(zoo, tmp_path_factory):
-    """zoo:llama and its RTN W4 export by ``vlmkit quantize`` (the record the report reads is beside it)."""
+    """zoo:llama and its RTN W4 export by ``vlmkit quantize``, HF and GGUF (the record the report reads is beside
+    each)."""
     from vlmkit.quant.pipeline import quantize
 
     source, out = zoo("llama"), tmp_path_factory.mktemp("quantized") / "w4"
     result = quantize(source, out, method="rtn", bits=4, group_size=32, calib="demo", samples=4, held_out=2,
-                      progress=False)
+                      format="both", gguf_type="q4_0", progress=False)
     return source, out, result
 
 
@@ -87,7 +88,7 @@ def test_every_figure_renders_in_chromium(tmp_path, quantized):
 
 
 def test_compare_reads_the_quantizers_record(quantized):
-    """The record beside the export is QuantizeResult's per-Linear error, also for a GGUF candidate's folder."""
+    """The record beside the export is QuantizeResult's per-Linear error, also in a GGUF candidate's folder."""
     from vlmkit.quant.record import read_record
 
     source, out, result = quantized
@@ -95,6 +96,8 @@ def test_compare_reads_the_quantizers_record(quantized):
     assert record["layers"] == result.layers and record["spec"] == json.loads(json.dumps(result.spec))
     assert record["quality"] == json.loads(json.dumps(result.quality, default=float))
     assert read_record(out / "config.json") == record  # a file in the folder finds the record of its folder
+    gguf_record = read_record(out / "gguf" / "model.gguf")  # --format both: the GGUF folder has its own copy
+    assert {k: v for k, v in gguf_record.items() if k != "file"} == {k: v for k, v in record.items() if k != "file"}
     assert read_record(source) is None                        # not quantized: no record, no error
 
 

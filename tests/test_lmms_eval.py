@@ -68,7 +68,14 @@ def lmms_eval(model_args: str, tasks_dir: Path, out: Path) -> list[str]:
     samples = list(out.rglob("*samples_vlmkit_tiny_vqa*.jsonl"))  # lmms-eval exits 0 after an error: check output
     assert done.returncode == 0 and len(samples) == 1, (done.stdout + done.stderr)[-4000:]
     rows = sorted((json.loads(line) for line in samples[0].read_text().splitlines()), key=lambda r: r["doc_id"])
-    return [r["resps"][0][0] if isinstance(r["resps"][0], list) else r["resps"][0] for r in rows]
+    return [_first(r["resps"]) for r in rows]
+
+
+def _first(response):
+    """lmms-eval logs a document's response as the text itself or nested in lists, depending on the task."""
+    while isinstance(response, list):
+        response = response[0]
+    return response
 
 
 def loglikelihoods(model_args: str, tasks_dir: Path) -> list[list[float]]:
