@@ -54,6 +54,21 @@ def test_demo_model_with_images_vs_its_f32_gguf(tmp_path):
     assert result.summary.same_top == 1.0
 
 
+def test_image_answers_are_scored_on_the_rows_that_predict_them():
+    """Each answer token's log-probability on an image set is transformers' own (processor + model, the
+    answer appended): the rows scored are those that predict the answer, not the ones after it."""
+    import numpy as np
+    from hf_reference import answer_token_logprobs
+
+    from vlmkit.eval.vqa import load_questions
+    from vlmkit.hub import resolve_model
+
+    questions = load_questions("demo", 4)
+    result = compare("demo", "demo", "demo", limit=4)
+    reference = answer_token_logprobs(resolve_model("demo"), [(q.image, q.question, q.answer) for q in questions])
+    np.testing.assert_allclose(-result.stats.nll_ref, np.concatenate(reference), rtol=1e-4, atol=1e-5)
+
+
 _PM = r"\s*±\s*"
 CHUNK_ROW = re.compile(rf"^\s*(\d+)\s+([\d.]+){_PM}([\d.]+)\s+(-?[\d.]+){_PM}([\d.]+)\s+([\d.]+){_PM}([\d.]+)\s+"
                        rf"([\d.]+){_PM}([\d.]+) %\s+([\d.]+){_PM}([\d.]+) %", re.M)

@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from vlmkit.eval.compare import CompareResult
+from vlmkit.errors import VlmkitError
+from vlmkit.eval.compare import CompareResult, compare
 from vlmkit.eval.report import write_report
 from vlmkit.eval.speed import SpeedResult
 from vlmkit.eval.vqa import load_questions, scored
@@ -52,14 +54,62 @@ def _sample_sections() -> dict:
     return {"compare": compare, "vqa": vqa, "speed": speed}
 
 
-def test_every_figure_renders_in_chromium(tmp_path):
-    page = write_report(tmp_path / "report.html", "demo q4_0 vs f32", **_sample_sections())
+@pytest.fixture(scope="module")
+def quantized(zoo, tmp_path_factory):
+    """zoo:llama and its RTN W4 export by ``vlmkit quantize``, HF and GGUF (the record the report reads is beside
+    each)."""
+    from vlmkit.quant.pipeline import quantize
+
+    source, out = zoo("llama"), tmp_path_factory.mktemp("quantized") / "w4"
+    result = quantize(source, out, method="rtn", bits=4, group_size=32, calib="demo", samples=4, held_out=2,
+                      format="both", gguf_type="q4_0", progress=False)
+    return source, out, result
+
+
+def test_every_figure_renders_in_chromium(tmp_path, quantized):
+    """Every section, the comparison being a real one: zoo:llama against its quantized export."""
+    source, out, result = quantized
+    sections = _sample_sections()
+    sections["compare"] = compare(source, out, "corpus", ctx=64)
+    page = write_report(tmp_path / "report.html", "w4 vs source", **sections)
     html = page.read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
     images = rendered_images(page)
-    assert [alt for alt, _, _ in images] == ["accuracy per category", "KLD histogram", "KLD per token position"]
+    assert [alt for alt, _, _ in images] == ["accuracy per category", "KLD histogram", "KLD per token position",
+                                             "quantization error per layer"]
     assert all(width > 200 and height > 100 for _, width, height in images), images
     assert "Same top p" in html and "decode tok/s" in html and "99.9% KLD" in html
+    # the per-layer table holds the quantizer's own numbers: one row per block, one cell per quantized Linear
+    table = re.search(r"<table><tr><th>block</th>(.*?)</table>", html).group(1)
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert sorted(cells) == sorted([str(b) for b in {x["block"] for x in result.layers}]
+                                   + [f"{x['relative_error']:.4g}" for x in result.layers])
+    assert 0 < min(x["relative_error"] for x in result.layers) < max(x["relative_error"] for x in result.layers) < 1
+
+
+def test_compare_reads_the_quantizers_record(quantized):
+    """The record beside the export is QuantizeResult's per-Linear error, also in a GGUF candidate's folder."""
+    from vlmkit.quant.record import read_record
+
+    source, out, result = quantized
+    record = read_record(out)
+    assert record["layers"] == result.layers and record["spec"] == json.loads(json.dumps(result.spec))
+    assert record["quality"] == json.loads(json.dumps(result.quality, default=float))
+    assert read_record(out / "config.json") == record  # a file in the folder finds the record of its folder
+    gguf_record = read_record(out / "gguf" / "model.gguf")  # --format both: the GGUF folder has its own copy
+    assert {k: v for k, v in gguf_record.items() if k != "file"} == {k: v for k, v in record.items() if k != "file"}
+    assert read_record(source) is None                        # not quantized: no record, no error
+
+
+def test_a_broken_record_is_one_line(tmp_path):
+    from vlmkit.quant.record import QUANTIZATION_FILE, read_record
+
+    (tmp_path / QUANTIZATION_FILE).write_text('{"format": "vlmkit-quantization/1", "layers": [{"name": "x"}]}')
+    with pytest.raises(VlmkitError, match=f"{QUANTIZATION_FILE}.*'layers' list"):
+        read_record(tmp_path)
+    (tmp_path / QUANTIZATION_FILE).write_text("{")
+    with pytest.raises(VlmkitError, match="not a readable quantization record"):
+        read_record(tmp_path)
 
 
 def test_the_probe_sees_a_broken_figure(tmp_path):

@@ -84,12 +84,27 @@ def test_same_numbers_as_lm_evals_hf_model(setup, reference, backend):
     assert ours["samples"]["vlmkit_tiny_gen"] == reference["samples"]["vlmkit_tiny_gen"]
 
 
-def test_lm_eval_command_line_with_vlmkit_model(setup, tmp_path):
-    """`python -m vlmkit.eval.lm_eval_model` is lm-eval's own CLI with --model vlmkit available."""
+@pytest.mark.parametrize("backend", ["transformers", "llamacpp"])
+def test_vlmkit_eval_lm_eval_is_lm_evals_command_line(setup, reference, backend, tmp_path):
+    """`vlmkit eval lm-eval ARGS` is `lm_eval ARGS` with --model vlmkit known: lm-eval's own parser, run and
+    results file, the same accuracy as lm-eval's hf model."""
+    model = setup["hf"] if backend == "transformers" else setup["gguf"]
     done = subprocess.run(
-        [sys.executable, "-m", "vlmkit.eval.lm_eval_model", "--model", "vlmkit", "--model_args",
-         f"model={setup['gguf']},backend=llamacpp", "--tasks", "vlmkit_tiny_mc", "--include_path",
-         str(setup["tasks"]), "--output_path", str(tmp_path / "out")],
+        [sys.executable, "-m", "vlmkit", "eval", "lm-eval", "--model", "vlmkit", "--model_args",
+         f"model={model},backend={backend}", "--tasks", "vlmkit_tiny_mc", "--include_path", str(setup["tasks"]),
+         "--output_path", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "vlmkit_tiny_mc" in done.stdout and "acc" in done.stdout
+    (results,) = (tmp_path / "out").rglob("results_*.json")
+    acc = json.loads(results.read_text())["results"]["vlmkit_tiny_mc"]["acc,none"]
+    assert acc == reference["results"]["vlmkit_tiny_mc"]["acc,none"]
+
+
+def test_vlmkit_eval_lm_eval_bad_model_is_one_line(setup):
+    done = subprocess.run(
+        [sys.executable, "-m", "vlmkit", "eval", "lm-eval", "--model", "vlmkit", "--model_args",
+         "model=/nonexistent/model", "--tasks", "vlmkit_tiny_mc", "--include_path", str(setup["tasks"])],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: /nonexistent/model: no such file or directory"

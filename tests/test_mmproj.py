@@ -339,9 +339,9 @@ def test_decode_image_feeds_the_language_model_like_transformers(zoo, hf_models,
         def helper(lctx) -> int:
             chunks = mtmd_cpp.mtmd_input_chunks_init()
             bitmap = mtmd_cpp.mtmd_bitmap_init(56, 56, image.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
-            enc._image_chunk(bitmap, chunks)
+            enc.mtmd._image_chunk(bitmap, chunks)
             n_past = llama_cpp.llama_pos(0)
-            status = mtmd_cpp.mtmd_helper_eval_chunks(enc._ctx, lctx, chunks, 0, 0, 64, False, ctypes.byref(n_past))
+            status = mtmd_cpp.mtmd_helper_eval_chunks(enc.mtmd.ctx, lctx, chunks, 0, 0, 64, False, ctypes.byref(n_past))
             mtmd_cpp.mtmd_input_chunks_free(chunks)
             mtmd_cpp.mtmd_bitmap_free(bitmap)
             assert status == 0

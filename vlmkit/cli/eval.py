@@ -170,6 +170,19 @@ def speed_command(
         typer.echo(f"{name:>24}: {value}")
 
 
+@eval_app.command(
+    "lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Example: vlmkit eval lm-eval --model vlmkit --model_args model=out/model.gguf,backend=llamacpp "
+           "--tasks hellaswag   ·   vlmkit eval lm-eval --model vlmkit --model_args model=demo --tasks my_task "
+           "--include_path ./tasks   ·   vlmkit eval lm-eval -- --help (lm-eval's own options)")
+def lm_eval_command(ctx: typer.Context) -> None:
+    """lm-evaluation-harness's command line (``lm_eval ARGS``, every argument passed through) with the model
+    ``vlmkit`` registered: --model_args model=PATH|demo|zoo:NAME,backend=auto|transformers|llamacpp,threads=N."""
+    from vlmkit.eval.lm_eval_model import run_command_line
+
+    run_command_line(list(ctx.args))
+
+
 def _demo_scene() -> Any:
     import random
 

@@ -7,7 +7,8 @@
 - :mod:`vlmkit.eval.speed`: time to first token, prefill / decode tokens/s, image-encode ms, peak RSS;
 - :mod:`vlmkit.eval.report`: one self-contained HTML file with the figures;
 - :mod:`vlmkit.eval.verify`: ``vlmkit convert --verify``, an ``eval compare`` of the source and its GGUF;
-- :mod:`vlmkit.eval.lm_eval_model`: the ``vlmkit`` model of lm-evaluation-harness.
+- :mod:`vlmkit.eval.lm_eval_model`: the ``vlmkit`` model of lm-evaluation-harness (``vlmkit eval lm-eval``);
+- :mod:`vlmkit.eval.lmms_eval_model`: the ``vlmkit`` model of lmms-eval (its ``lmms_eval.models`` entry point).
 
 Everything here talks to models only through the backends (``vlmkit.runtime``), so a check exercises what
 ``vlmkit run`` runs; the statistics are pure numpy in :mod:`vlmkit.metrics`.

@@ -37,12 +37,13 @@ class CompareResult:
     tokenizer: dict[str, Any] | None = None
     image_embeddings: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None  # the candidate's vlmkit_quantization.json, when it has one
 
     def as_dict(self) -> dict[str, Any]:
         positions, means = kld_by_position(self.stats)
         return {"ref": self.ref, "cand": self.cand, "data": self.data, "ctx": self.ctx,
                 "summary": self.summary.as_dict(), "tokenizer": self.tokenizer,
-                "image_embeddings": self.image_embeddings, "notes": self.notes,
+                "image_embeddings": self.image_embeddings, "notes": self.notes, "quantization": self.quantization,
                 "kld_by_position": {"position": positions.tolist(), "mean_kld": means.tolist()}}
 
 
@@ -111,18 +112,26 @@ def compare_text(ref: Any, cand: Any, text: str, ctx: int = DEFAULT_CTX, progres
 
 # --- images: answer tokens after an image + question prompt ------------------------------------------------
 
-def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = False) -> TokenStats:
+def answer_ids(backend: Any, question: str, images: list[Any], answer: str) -> tuple[list[int], list[int], slice]:
+    """(ids, answer_ids, rows): one user turn (the images, then the question) with the generation prompt as
+    ``vlmkit run`` builds it, followed by the answer's tokens; ``rows`` selects the rows of
+    ``backend.logits(ids, images)`` that predict the answer tokens (row i predicts text entry i + 1)."""
+    from vlmkit.runtime.base import IMAGE
     from vlmkit.runtime.prompt import user_message, uses_typed_content
 
-    typed = uses_typed_content(ref.chat_template())
+    typed = uses_typed_content(backend.chat_template())
+    prompt = backend.encode([user_message(question, len(images), typed, backend.image_placeholder)], images)
+    tokens = backend.tokenize(answer, False)
+    ids = prompt + tokens
+    n_text = len(ids) - ids.count(IMAGE)
+    return ids, tokens, slice(n_text - len(tokens) - 1, n_text - 1)
+
+
+def compare_images(ref: Any, cand: Any, questions: list[Any], progress: bool = False) -> TokenStats:
     parts = []
     for q in _bar(questions, progress, "questions"):
-        prompt = ref.encode([user_message(q.question, 1, typed, ref.image_placeholder)], [q.image])
-        answer = ref.tokenize(q.answer, False)
-        ids = prompt + answer
+        ids, answer, rows = answer_ids(ref, q.question, [q.image], q.answer)
         a, b = _pair(ref.logits(ids, [q.image]), cand.logits(ids, [q.image]))
-        n_text = len(ids) - 1  # rows = text tokens; the answer's tokens are predicted by the last len(answer) rows
-        rows = slice(n_text - len(answer), n_text)
         parts.append(token_stats(a[rows], b[rows], np.array(answer), np.arange(len(answer))))
     return TokenStats.join(parts)
 
@@ -169,6 +178,7 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
     from vlmkit.eval.tokenizer_check import check_tokenizer
     from vlmkit.gguf.corpus import TOKENIZER_CORPUS
 
+    quantization = quantization_record(cand)  # before the long part: a malformed record stops it at once
     tokenizer = check_tokenizer(ref, cand, TOKENIZER_CORPUS).as_dict()
     if is_image_source(data):
         from vlmkit.eval.vqa import load_questions
@@ -182,7 +192,16 @@ def compare_backends(ref: Any, cand: Any, data: str | os.PathLike = "corpus", ct
         stats = compare_text(ref, cand, read_text(data), ctx, progress)
         result = CompareResult(*names, str(data), ctx, summarize(stats), stats, tokenizer)
     result.notes += runtime_notes(ref, cand)
+    result.quantization = quantization
     return result
+
+
+def quantization_record(backend: Any) -> dict[str, Any] | None:
+    """What ``vlmkit quantize`` recorded beside the backend's model (per-layer error ...), if it made it."""
+    from vlmkit.quant.record import read_record
+
+    path = getattr(backend, "path", None)
+    return read_record(path) if path is not None else None
 
 
 def compare(ref: str | os.PathLike, cand: str | os.PathLike, data: str | os.PathLike = "corpus",

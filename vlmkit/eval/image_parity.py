@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,17 @@ def verify_image_embeddings(model_dir: Path, gguf_path: Path, image=None, *, tex
     import torch
 
     from vlmkit.gguf.mmproj import image_normalization
-    from vlmkit.llamacpp.mtmd import MtmdEncoder, _rgb_array
+    from vlmkit.llamacpp.mtmd import MtmdEncoder, rgb_pixels
+    from vlmkit.runtime.prompt import load_image
 
     model_dir, gguf_path = Path(model_dir), Path(gguf_path)
     mmproj = gguf_path / "mmproj.gguf" if gguf_path.is_dir() else gguf_path
     text_model = Path(text_model) if text_model is not None else mmproj.parent / "model.gguf"
     meta = read_metadata(mmproj)
     size = meta["clip.vision.image_size"]
-    original = _rgb_array(image) if image is not None else test_image(size)
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)  # the one image loader: a bad file is one line naming it
+    original = rgb_pixels(image) if image is not None else test_image(size)
     pixels = original if original.shape[:2] == (size, size) else _resize(original, size)
     hf_model = model if model is not None else _load_hf(model_dir)
     mean, std = image_normalization(model_dir)

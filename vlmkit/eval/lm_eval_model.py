@@ -1,11 +1,14 @@
 """lm-evaluation-harness model ``vlmkit``: any vlmkit model on any backend (transformers, llama.cpp ...).
 
-    python -m vlmkit.eval.lm_eval_model --model vlmkit --model_args model=out/q4/,backend=llamacpp --tasks ...
+    vlmkit eval lm-eval --model vlmkit --model_args model=out/q4/,backend=llamacpp --tasks ...
     import vlmkit.eval.lm_eval_model; lm_eval.simple_evaluate(model="vlmkit", model_args="model=demo", ...)
 
-lm-eval 0.4.13 finds models in its own registry only (no entry-point discovery, so a plain ``lm_eval --model
-vlmkit`` cannot see a third-party model): this module registers ``vlmkit`` there on import (``register_model``)
-and ``python -m vlmkit.eval.lm_eval_model`` is lm-eval's own command line with it registered. Requests are scored the way lm-eval's ``HFLM`` scores them (context + continuation encoded whole, the
+lm-eval 0.4.13 finds models in its own registry only: ``lm_eval.models.MODEL_MAPPING`` is a fixed table, the
+registry reads no entry points, and neither ``--include_path`` (task YAMLs), ``--config`` nor an environment
+variable imports a third-party module before the model is looked up, so a plain ``lm_eval --model vlmkit``
+cannot see it. This module registers ``vlmkit`` on import (``register_model``), and ``vlmkit eval lm-eval ARGS``
+(or ``python -m vlmkit.eval.lm_eval_model ARGS``) is lm-eval's own command line, ARGS untouched, with it
+registered. Requests are scored the way lm-eval's ``HFLM`` scores them (context + continuation encoded whole, the
 continuation being the tokens after the context's; rolling windows with a BOS-or-EOS prefix token), on the
 backends' teacher-forced ``logits``; ``generate_until`` is greedy through the backend's ``generate_ids``.
 """
@@ -101,13 +104,16 @@ class VlmkitLM(LM):
         return stream.text
 
 
-def main() -> None:
-    """lm-eval's command line with the ``vlmkit`` model registered."""
+def run_command_line(argv: list[str]) -> None:
+    """``lm_eval ARGV`` (lm-eval's own parser and run) with the ``vlmkit`` model registered."""
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv[0] = "lm_eval"
-    cli_evaluate()
+    saved, sys.argv = sys.argv, ["lm_eval", *argv]  # lm-eval's parser reads sys.argv itself
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(sys.argv[1:])

@@ -2,7 +2,8 @@
 
 Sections appear for what was measured: per-category accuracy bars for each VQA run, the KLD histogram with
 llama-perplexity's percentile table and the mean KLD per token position for a comparison, and the speed
-table. Figures are matplotlib (Agg backend, no display needed); the page is written atomically.
+table, and, when the candidate came from ``vlmkit quantize``, the relative output error of every quantized
+Linear per decoder block from its ``vlmkit_quantization.json`` (:mod:`vlmkit.quant.record`). Figures are matplotlib (Agg backend, no display needed); the page is written atomically.
 """
 
 from __future__ import annotations
@@ -102,6 +103,41 @@ def compare_section(result: Any) -> str:
             + _table(("statistic", "value"), stats) + by_position + notes)
 
 
+def _short_names(names: Sequence[str]) -> dict[str, str]:
+    """``self_attn.q_proj`` -> ``q_proj`` when the last part alone is unambiguous (keeps tables narrow)."""
+    last = [name.rpartition(".")[2] for name in names]
+    unique = len(set(last)) == len(last)
+    return {name: short if unique else name for name, short in zip(names, last)}
+
+
+def quantization_section(record: dict[str, Any]) -> str:
+    """The quantizer's per-Linear relative output error: one line per Linear kind over the decoder blocks,
+    the block x Linear table, and the held-out KLD the quantizer measured."""
+    plt = _plt()
+    linears = list(dict.fromkeys(layer["linear"] for layer in record["layers"]))
+    blocks = sorted({layer["block"] for layer in record["layers"]})
+    error = {(layer["block"], layer["linear"]): layer["relative_error"] for layer in record["layers"]}
+    label = _short_names(linears)
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for linear in linears:
+        points = [(b, error[b, linear]) for b in blocks if (b, linear) in error]
+        ax.plot(*zip(*points), marker="o", linewidth=1, label=label[linear])
+    ax.set_xticks(blocks)
+    ax.set_xlabel("decoder block")
+    ax.set_ylabel("relative output error\n‖(Ŵ−W)X‖ / ‖WX‖")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    rows = [(b, *(f"{error[b, linear]:.4g}" if (b, linear) in error else "-" for linear in linears)) for b in blocks]
+    spec = record["spec"]
+    quality = [(name, q["n_positions"], f"{q['mean_kld']:.4g}", f"{100 * q['same_top1']:.2f} %")
+               for name, q in record.get("quality", {}).items()]
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in record.get("notes", []))
+    return (f"<h2>Quantization error per layer</h2><p>{html.escape(spec['method'].upper())} "
+            f"{html.escape(str(spec.get('scheme', '')))} group {spec['group_size'] or 'channel'} of "
+            f"{html.escape(record['source'])} (from {html.escape(record['file'])})</p>"
+            + _img(fig, "quantization error per layer") + _table(("block", *label.values()), rows)
+            + _table(("held-out set (quantizer's own check)", "positions", "mean KLD", "same top-1"), quality) + notes)
+
+
 def speed_section(results: Sequence[Any]) -> str:
     header = ("model", "backend", "TTFT ms", "prefill tok/s", "decode tok/s", "image encode ms", "peak RSS MB")
     rows = [(r.model, r.backend, r.time_to_first_token_ms, r.prefill_tokens_per_s, r.decode_tokens_per_s,
@@ -111,8 +147,9 @@ def speed_section(results: Sequence[Any]) -> str:
 
 def render(title: str, compare: Any = None, vqa: dict[str, dict] | None = None,
            speed: Sequence[Any] = ()) -> str:
+    quantization = getattr(compare, "quantization", None)
     parts = [vqa_section(vqa) if vqa else "", compare_section(compare) if compare is not None else "",
-             speed_section(speed) if speed else ""]
+             quantization_section(quantization) if quantization else "", speed_section(speed) if speed else ""]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n")
 

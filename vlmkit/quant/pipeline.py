@@ -272,8 +272,8 @@ def _spec_dict(spec: QuantSpec, scale_grid) -> dict[str, Any]:
 
 def _layer_dict(staged: StagedModel, index: int, result: LinearResult) -> dict[str, Any]:
     q = result.quantized
-    return {"name": f"{staged.blocks_name}.{index}.{result.name}", "group_size": q.args.group_size or 0,
-            "relative_error": result.relative_error, "awq": result.awq}
+    return {"name": f"{staged.blocks_name}.{index}.{result.name}", "block": index, "linear": result.name,
+            "group_size": q.args.group_size or 0, "relative_error": result.relative_error, "awq": result.awq}
 
 
 def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, packed, replaced, format: str,
@@ -281,6 +281,7 @@ def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, pack
             verbose: bool) -> None:
     from vlmkit.export.compressed_tensors import write_compressed_tensors
     from vlmkit.quant.calibration import write_fingerprints
+    from vlmkit.quant.record import write_record
 
     hf_dir = tmp if format != "gguf" else tmp / ".hf"
     write_compressed_tensors(hf_dir, folder, lm_folder, staged, recipe, spec, packed, replaced)
@@ -295,7 +296,7 @@ def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, pack
             import shutil
 
             shutil.rmtree(hf_dir)
-    write_fingerprints(tmp, calib, calibration)
-    if format == "both":
-        write_fingerprints(tmp / "gguf", calib, calibration)
+    for model_dir in (tmp, tmp / "gguf") if format == "both" else (tmp,):
+        write_fingerprints(model_dir, calib, calibration)
+        write_record(model_dir, str(folder), result.spec, result.layers, result.quality, result.notes)
     result.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())

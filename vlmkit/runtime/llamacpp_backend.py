@@ -70,7 +70,7 @@ class LlamaCppBackend:
         self.template = native.meta_str(self.model, "tokenizer.chat_template")
         self.special = self._special_tokens(llama_cpp)
         if mmproj is not None:
-            from vlmkit.llamacpp.mtmd_prompt import Mtmd
+            from vlmkit.llamacpp.mtmd import Mtmd
 
             self._check_pair(Path(mmproj))
 
@@ -246,7 +246,7 @@ class LlamaCppBackend:
     def image_embeddings(self, image: Any) -> Any:
         if self.mtmd is None:
             raise UnsupportedError(self.path, "no mmproj.gguf: this model has no vision tower here")
-        return llamacpp_logits.image_rows(self.mtmd, image, self.image_text or "<image>")
+        return self.mtmd.encode_image(image)
 
     def close(self) -> None:
         llama_cpp = bindings()

@@ -1,7 +1,7 @@
 """Teacher-forced logits on the llama.cpp backend: every position's next-token logits in one pass.
 
 What ``llama-perplexity`` does (a batch with an output flag on every scored token), with images fed as the
-same embedding rows the run backend feeds (``Mtmd`` + ``decode_image``: transformers' row layout for
+same embedding rows the run backend feeds (``Mtmd.encode_image`` + ``decode_image``: transformers' row layout for
 mmprojs written by ``vlmkit convert``), so a comparison scores what ``vlmkit run`` computes. Only LLaVA-style
 models (plain positions, causal attention over image rows) are handled, as in the run backend.
 """
@@ -44,22 +44,6 @@ def decode_all(ctx: Any, tokens: Sequence[int], n_past: int, n_batch: int, n_voc
     return np.concatenate(out) if out else np.zeros((0, n_vocab), np.float32)
 
 
-def image_rows(mtmd: Any, image: Any, image_text: str) -> np.ndarray:
-    """The rows the run backend feeds the text model for ``image`` (``[rows, n_embd]`` float32)."""
-    from vlmkit.llamacpp.mtmd import encode_chunk, to_transformers_rows
-
-    lib = mtmd.lib
-    chunks = mtmd.tokenize(mtmd.marker, [image], False, image_text)
-    try:
-        for chunk in mtmd._chunks(chunks.handle):
-            if lib.mtmd_input_chunk_get_type(chunk) == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-                rows = encode_chunk(lib, mtmd.ctx, chunk, mtmd.n_embd, mtmd.path)
-                return to_transformers_rows(rows, *mtmd.rows) if mtmd.rows else rows
-    finally:
-        lib.mtmd_input_chunks_free(chunks.handle)
-    raise VlmkitError(mtmd.path, "mtmd produced no image chunk")
-
-
 def teacher_forced(backend: Any, token_ids: Sequence[int], images: Sequence[Any]) -> np.ndarray:
     """``Backend.logits`` for ``LlamaCppBackend`` (see ``vlmkit.runtime.base.Backend.logits``)."""
     llama_cpp = bindings()
@@ -83,8 +67,7 @@ def teacher_forced(backend: Any, token_ids: Sequence[int], images: Sequence[Any]
             out.append(decode_all(backend.ctx, pending, n_past, backend.n_batch, backend.n_vocab))
             n_past, pending = n_past + len(pending), []
         if token == IMAGE:
-            rows = image_rows(backend.mtmd, queue.pop(0), backend.image_text or "<image>")
-            n_past = decode_image(backend.ctx, rows, n_past, backend.n_batch)
+            n_past = decode_image(backend.ctx, backend.mtmd.encode_image(queue.pop(0)), n_past, backend.n_batch)
     return np.concatenate(out) if out else np.zeros((0, backend.n_vocab), np.float32)
 
 
