@@ -178,7 +178,7 @@ def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_s
 
 
 def demo_total(model: Path) -> float:
-    from vlmkit.demo.evaluate import evaluate, split_questions
+    from vlmkit.eval.vqa import evaluate, split_questions
 
     return float(evaluate(split_questions("test"), model)["total"])
 
