@@ -91,3 +91,16 @@ def test_recorded_awq_folds_replay_the_float_weights_exactly() -> None:
         assert torch.equal(modules[result.name].weight, seen[str(i)]), result.name
     norm = dict(block.named_modules())["input_layernorm"].weight
     assert torch.equal(modules["input_layernorm"].weight, norm) and not torch.equal(norm, fresh["input_layernorm.weight"])
+
+
+def test_convert_refuses_an_imatrix_for_a_float_type_or_another_model(zoo, tmp_path: Path) -> None:
+    from vlmkit.convert import convert
+    from vlmkit.errors import VlmkitError
+
+    path = tmp_path / "other.gguf"
+    write_imatrix(path, {"blk.0.not_in_this_model.weight": Importance(np.ones(8, np.float32), 4)}, "x", 1, 4)
+    with pytest.raises(VlmkitError, match="is a float type"):
+        convert(zoo("llama"), tmp_path / "f16", dtype="f16", verify=False, imatrix=path)
+    with pytest.raises(VlmkitError, match="none of its 1 entries names a tensor of this model"):
+        convert(zoo("llama"), tmp_path / "q", dtype="q4_k_m", verify=False, imatrix=path)
+    assert not (tmp_path / "f16").exists() and not (tmp_path / "q").exists()
