@@ -5,6 +5,7 @@ source model on held-out prompts, printed as ratios to llm-compressor.
     python -m bench.quantize                   # ~1.1 B Llama (TinyLlama's shape, random bf16): long
     python -m bench.quantize --size small      # ~60 M, minutes
     python -m bench.quantize --demo            # also the demo VLM: KLD and the MME-style total
+    python -m bench.quantize --methods gptq    # only some of vlmkit's methods (AWQ's scale search is the long one)
 
 llm-compressor pins another transformers, so it runs from its own venv (``--llmc-python``, default
 /work/venvs/llmcompressor/bin/python; created with ``python -m venv --system-site-packages`` and
@@ -146,13 +147,15 @@ def kld_against_source(source: Path, candidate: Path, texts: list[str]) -> dict:
     return {"mean_kld": stats.mean_kld, "same_top1": stats.same_top1}
 
 
-def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_score: bool) -> list[dict]:
+def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_score: bool,
+            methods: tuple[str, ...] = METHODS) -> list[dict]:
     calib, held = calibration_texts(n, 16)
     calib_file = work / "calib.txt"
     calib_file.write_text("\n".join(calib) + "\n")
     rows = []
-    for method in METHODS:
+    for method in methods:
         out = work / f"vlmkit-{method}"
+        print(f"vlmkit {method} ...", file=sys.stderr, flush=True)
         row = {"name": f"vlmkit {method.upper()}", **run_worker(sys.executable, "vlmkit", str(model), str(out),
                                                                method, str(calib_file), str(n))}
         rows.append((row, out))
@@ -169,12 +172,13 @@ def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_s
                     row["demo_total"] = demo_total(out)
             except Exception as error:  # noqa: BLE001 - a reload failure is a result to report
                 row["reload_error"] = str(error).splitlines()[0][:120]
+        print(json.dumps(row), file=sys.stderr, flush=True)  # partial results survive an interrupted run
         results.append(row)
     return results
 
 
 def demo_total(model: Path) -> float:
-    from vlmkit.demo.evaluate import evaluate, split_questions
+    from vlmkit.eval.vqa import evaluate, split_questions
 
     return float(evaluate(split_questions("test"), model)["total"])
 
@@ -203,8 +207,12 @@ def main() -> None:
     parser.add_argument("--size", choices=("1b", "small"), default="1b")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--demo", action="store_true", help="also compare on the demo VLM (with its score)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="vlmkit methods, comma-separated")
     parser.add_argument("--llmc-python", default=LLMC_PYTHON)
     args = parser.parse_args()
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if not set(methods) <= set(METHODS):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}")
     from bench.run import build_model
     from vlmkit.hub import demo_path
 
@@ -214,12 +222,12 @@ def main() -> None:
         if args.demo:
             (work / "demo").mkdir()
             print_table("demo VLM (LLaVA: SigLIP + Llama), W4 group 128",
-                        compare(demo_path(), work / "demo", args.samples, args.llmc_python, True, True))
+                        compare(demo_path(), work / "demo", args.samples, args.llmc_python, True, True, methods))
         model = work / "llama"
         n_params = build_model(model, args.size)
         (work / "llama-runs").mkdir()
         print_table(f"random Llama, {n_params / 1e9:.2f} B parameters, W4 group 128",
-                    compare(model, work / "llama-runs", args.samples, args.llmc_python, False, False))
+                    compare(model, work / "llama-runs", args.samples, args.llmc_python, False, False, methods))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_demo_mme_totals(tmp_path: Path) -> None:
     The issue's budgets (W8 within 0.5 points of fp32, W4 GPTQ / AWQ within 2) are not what this model allows:
     llama.cpp's own q8_0 of it already scores 674 (README), and a W4 total moves by ±4 with the calibration set's
     size while the held-out KLD ordering holds. Asserted: the measured totals (README table), each exactly."""
-    from vlmkit.demo.evaluate import evaluate, split_questions
+    from vlmkit.eval.vqa import evaluate, split_questions
 
     questions = split_questions("test")
     expected = {("rtn", 8): 674.0, ("rtn", 4): 675.0, ("gptq", 4): 679.0, ("awq", 4): 671.0}

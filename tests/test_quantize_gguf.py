@@ -1,9 +1,12 @@
 """`vlmkit quantize --format gguf|both`: Q4_0 / Q8_0 at group 32 carry the method's integers and scales
-exactly (read back with gguf-py, run in llama.cpp), other types go through llama.cpp's quantizer, and the
-result runs through ``vlmkit.load`` / `vlmkit run` on the llama.cpp backend."""
+exactly (read back with gguf-py, run in llama.cpp); other types go through llama.cpp's quantizer from the
+AWQ-folded float weights with the calibration run's importance matrix (the same tensors as llama-quantize
+--imatrix on vlmkit's imatrix.gguf), and the result runs through ``vlmkit.load`` / `vlmkit run` on the
+llama.cpp backend."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import gguf
@@ -15,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vlmkit
+from vlmkit.convert import convert
 from vlmkit.export.gguf_quant import weight_args
 from vlmkit.gguf.transforms import rope_permute_q
 from vlmkit.metrics.logits import logit_stats
@@ -81,9 +85,62 @@ def test_other_gguf_types_go_through_llama_cpp_quantizer(zoo, tmp_path: Path) ->
     out = tmp_path / "k"
     result = quantize(zoo("llama"), out, method="awq", bits=4, group_size=128, calib="demo", samples=4,
                       held_out=2, format="gguf", gguf_type="q4_k_m", progress=False)
-    assert any("llama.cpp's quantizer" in note for note in result.notes)
+    assert any("llama.cpp's quantizer" in note and "AWQ's scales folded in" in note for note in result.notes)
     assert not (out / "model.safetensors").exists() and (out / "model.gguf").is_file()
+    assert (out / "imatrix.gguf").is_file()
     types = {t.tensor_type.name for t in gguf.GGUFReader(out / "model.gguf").tensors}
     assert "Q4_K" in types
     with vlmkit.load(out, device="cpu", threads=2) as runner:
         assert len(runner.generate("Hello", max_new_tokens=4).token_ids) > 0
+
+
+# --- K-quants with the calibration run's importance matrix, on the demo VLM (widths 256 / 512: real Q4_K) ---
+
+@pytest.fixture(scope="module")
+def demo_awq(tmp_path_factory):
+    """AWQ W4 on 16 demo image questions, exported as f32 (the folded float model + imatrix.gguf) and as
+    q4_k_m (llama.cpp's quantizer handed the importance matrix in memory); the plain f32 conversion beside."""
+    tmp = tmp_path_factory.mktemp("demo-awq")
+    for gguf_type in ("f32", "q4_k_m"):
+        quantize("demo", tmp / gguf_type, method="awq", bits=4, group_size=128, calib="demo", samples=16,
+                 held_out=4, format="gguf", gguf_type=gguf_type, progress=False)
+    convert("demo", tmp / "source", dtype="f32", verify=False)
+    return tmp
+
+
+def _tensors(path: Path) -> dict[str, tuple[str, bytes]]:
+    return {t.name: (t.tensor_type.name, bytes(t.data)) for t in gguf.GGUFReader(path).tensors}
+
+
+def test_awq_folded_float_gguf_computes_what_the_source_computes(demo_awq) -> None:
+    """Folding moves AWQ's scales between modules without changing the function: in llama.cpp, on held-out
+    image questions, the folded f32 model matches the source's f32 conversion (while its weights differ)."""
+    from vlmkit.eval.compare import compare
+
+    folded, source = _tensors(demo_awq / "f32" / "model.gguf"), _tensors(demo_awq / "source" / "model.gguf")
+    assert folded["blk.0.attn_norm.weight"] != source["blk.0.attn_norm.weight"]
+    assert folded["blk.0.attn_q.weight"] != source["blk.0.attn_q.weight"]
+    summary = compare(demo_awq / "source", demo_awq / "f32", "demo", limit=8, threads=2).summary
+    assert summary.kld_mean < 1e-6 and summary.same_top == 1.0
+
+
+def test_q4_k_m_is_what_llama_quantize_makes_from_the_imatrix_file(demo_awq, tmp_path: Path) -> None:
+    """llama.cpp's own program, given vlmkit's imatrix.gguf and folded f32 GGUF, writes byte-identical tensors
+    to vlmkit's in-memory path; without the matrix every weight the matrix covers comes out different."""
+    from vlmkit.zoo.llamacpp_source import llama_tool
+
+    tool = llama_tool("llama-quantize")
+    f32, ours = demo_awq / "f32", demo_awq / "q4_k_m"
+    assert (f32 / "imatrix.gguf").read_bytes() == (ours / "imatrix.gguf").read_bytes()  # one calibration run
+    for name, extra in (("with", ["--imatrix", str(f32 / "imatrix.gguf")]), ("without", [])):
+        done = subprocess.run([str(tool), *extra, str(f32 / "model.gguf"), str(tmp_path / f"{name}.gguf"), "q4_k_m",
+                               "2"], capture_output=True)
+        assert done.returncode == 0, done.stderr[-2000:].decode(errors="replace")
+    mine, theirs, plain = (_tensors(p) for p in (ours / "model.gguf", tmp_path / "with.gguf",
+                                                  tmp_path / "without.gguf"))
+    assert mine == theirs
+    weighted = [name for name in mine if name.startswith("blk.") and not name.endswith("norm.weight")]
+    assert len(weighted) == 21 and all(plain[name] != mine[name] for name in weighted)  # 3 blocks × 7 Linears
+    assert sum(kind == "Q4_K" for kind, _ in mine.values()) >= 18
+    fields = {f.name: f.contents() for f in gguf.GGUFReader(ours / "model.gguf").fields.values()}
+    assert fields["quantize.imatrix.entries_count"] == 21 and fields["quantize.imatrix.dataset"] == "demo"

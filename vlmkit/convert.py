@@ -66,16 +66,19 @@ class ConvertOptions:
     overwrite: bool = False
     config: str | None = None          # big_vision -> hf: a config.json or a preset name
     tokenizer: str | None = None       # big_vision -> hf: tokenizer.model for the processor files
+    imatrix: str | None = None         # hf -> gguf, quantized types: llama.cpp importance-matrix file
 
 
 def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None = None, dtype: str = "f16",
             verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
             verbose: bool = False, overwrite: bool = False, config: str | None = None,
-            tokenizer: str | None = None, download: bool = False) -> Any:
+            tokenizer: str | None = None, download: bool = False, imatrix: str | os.PathLike | None = None) -> Any:
     """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
 
     The route is chosen by (source format, target) in ``ROUTES`` (``to=None``: ``DEFAULT_TARGET``): HF -> GGUF (``verify=None`` runs the
     transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
+    ``imatrix``: an importance matrix (``llama-imatrix``'s GGUF or legacy .dat, or ``vlmkit quantize``'s
+    ``imatrix.gguf``) for llama.cpp's quantizer, as ``llama-quantize --imatrix`` takes it.
     """
     from vlmkit.hub import resolve_model
     from vlmkit.readers import open_checkpoint
@@ -88,7 +91,8 @@ def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None
         if route is None:
             known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
             raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
-        options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer)
+        options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer,
+                                 str(imatrix) if imatrix is not None else None)
         return route(path, checkpoint, Path(out_dir), options)
 
 
@@ -119,9 +123,10 @@ def _to_gguf(model_dir: Path, source: Checkpoint, out_dir: Path, options: Conver
 
     config = _read_config(model_dir)
     check_chat_template(model_dir)
+    imatrix = _read_imatrix(options.imatrix, dtype)
     with atomic_dir(out_dir, overwrite, what="(model.gguf and mmproj.gguf go inside)",
                     replaceable_suffixes=(".gguf",)) as tmp:
-        result = _convert_into(model_dir, config, source, tmp, dtype, mmproj, threads, verbose)
+        result = _convert_into(model_dir, config, source, tmp, dtype, mmproj, threads, verbose, imatrix)
         if verify or (verify is None and _runtimes_available()):
             _run_verification(model_dir, tmp, result, threads, verbose, asked=bool(verify))
             if result.verify_error:  # name the files where they will be, not the temporary directory
@@ -149,8 +154,29 @@ ROUTES = {
 DEFAULT_TARGET = {"hf": "gguf", "big_vision": "hf"}   # --to when not given
 
 
+def _read_imatrix(path: str | None, dtype: str):
+    if path is None:
+        return None
+    if dtype in FLOAT_TYPES:
+        raise VlmkitError(path, f"an importance matrix is for quantized types; --dtype {dtype} is a float type")
+    from vlmkit.quant.imatrix import read_imatrix
+
+    return Path(path), read_imatrix(Path(path))
+
+
+def _check_imatrix_names(path: Path, matrix, float_gguf: Path) -> None:
+    """An importance matrix made for another model names none of this one's tensors: refuse, as llama.cpp
+    would otherwise quietly quantize without it."""
+    import gguf
+
+    names = {t.name for t in gguf.GGUFReader(float_gguf).tensors}
+    if not names & set(matrix.values):
+        raise VlmkitError(path, f"none of its {len(matrix.values)} entries names a tensor of this model "
+                                f"(e.g. {next(iter(matrix.values))!r}; made for another model?)")
+
+
 def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, dtype: str, mmproj: bool,
-                  threads: int | None, verbose: bool) -> ConvertResult:
+                  threads: int | None, verbose: bool, imatrix=None) -> ConvertResult:
     from vlmkit.gguf.export import lossless_float, write_lm_gguf
     from vlmkit.gguf.lm import MMPROJ_REASON
 
@@ -162,7 +188,13 @@ def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, 
     if float_path.name != MODEL_FILE:
         from vlmkit.llamacpp.quantize import quantize
 
-        quantize(float_path, tmp / MODEL_FILE, dtype, threads, verbose)
+        if imatrix is None:
+            quantize(float_path, tmp / MODEL_FILE, dtype, threads, verbose)
+        else:
+            path, matrix = imatrix
+            _check_imatrix_names(path, matrix, float_path)
+            quantize(float_path, tmp / MODEL_FILE, dtype, threads, verbose, matrix.values,
+                     matrix.metadata(Path(path.name)))
         float_path.unlink()
     result = ConvertResult(tmp / MODEL_FILE, None, dtype, lm.arch, lm.family, lm.n_tensors, lm.dropped,
                            lm.vocab.how if lm.vocab else "", 0.0)

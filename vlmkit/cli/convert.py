@@ -14,6 +14,7 @@ from vlmkit.cli import app
     "convert",
     epilog="Example: vlmkit convert zoo:llava-calm2-siglip --to gguf --out out/ --dtype q4_k_m   ·   "
            "vlmkit convert ./opencalm --out out/ --dtype f32 --json   ·   "
+           "vlmkit convert ./llava --out q/ --dtype q4_k_m --imatrix demo-w4/imatrix.gguf   ·   "
            "vlmkit convert paligemma.npz --to hf --out pg-hf/ --config paligemma-3b-pt-224 --tokenizer tokenizer.model"
            "   ·   vlmkit convert pg-hf/ --to big_vision --out paligemma.npz"
            "   ·   vlmkit convert ./llava-saved-by-transformers5 --to hf --out fixed/",
@@ -34,6 +35,9 @@ def convert_command(
     dtype: Annotated[str, typer.Option(
         help="f32 | f16 | bf16 | q8_0 | q4_0 | q4_k_m | q5_k_m | q6_k (quantized through llama.cpp); "
              "fp16, float16, Q4_K_M ... are accepted too.")] = "f16",
+    imatrix: Annotated[Optional[str], typer.Option(
+        help="Importance matrix for the quantized types, as llama-quantize --imatrix takes it (llama-imatrix's "
+             "GGUF or legacy .dat, or the imatrix.gguf vlmkit quantize writes from image+text calibration).")] = None,
     verify: Annotated[Optional[bool], typer.Option(
         "--verify/--no-verify",
         help="Parity report vs transformers (default: on when llama-cpp-python is installed).")] = None,
@@ -48,7 +52,7 @@ def convert_command(
     from vlmkit.convert import convert
 
     result = convert(model, out, to=to, dtype=dtype, verify=verify, threads=threads, verbose=verbose,
-                     overwrite=overwrite, config=config, tokenizer=tokenizer, download=download)
+                     overwrite=overwrite, config=config, tokenizer=tokenizer, download=download, imatrix=imatrix)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:

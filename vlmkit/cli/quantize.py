@@ -32,7 +32,9 @@ def quantize_command(
     format: Annotated[str, typer.Option("--format", help="hf (compressed-tensors) | gguf | both")] = "hf",
     gguf_type: Annotated[str | None, typer.Option(
         help="q4_0 / q8_0 (the method's integers written exactly at --group-size 32) or q4_k_m, q5_k_m, "
-             "q6_k (llama.cpp's quantizer). Default: q4_0 for 4 bits, q8_0 for 8.")] = None,
+             "q6_k (llama.cpp's quantizer, from the AWQ-folded float weights with an importance matrix from "
+             "this calibration, also written as imatrix.gguf; f32 / f16: that float model). "
+             "Default: q4_0 for 4 bits, q8_0 for 8.")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Regex: also quantize matching Linears.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex: keep matching Linears.")] = None,
     act_order: Annotated[bool, typer.Option(help="GPTQ: quantize columns in activation order.")] = False,

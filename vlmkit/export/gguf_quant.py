@@ -4,8 +4,13 @@ Where the GGUF type's grid is the method's (symmetric groups of 32: Q4_0 holds `
 Q8_0 ``d·q`` with q in [-128, 127], ``d`` float16, and vlmkit then rounds its scales to float16), each
 quantized Linear is written as those blocks from the method's own integers and scales: llama.cpp computes
 with exactly the weights vlmkit chose. The block layout is ggml's (gguf-py's ``quants.Q4_0`` / ``Q8_0``).
-Otherwise the dequantized weights go through llama.cpp's own quantizer to the asked type (a second
-rounding; no importance matrix yet: llama.cpp's C API takes it only as a C++ map).
+Otherwise (Q4_K_M, Q5_K, Q6_K, ... or another group size) the method's integers cannot be carried over, and
+rounding them a second time onto ggml's grid would add both errors. Instead llama.cpp's own quantizer gets the
+float weights the method started from, with AWQ's scales folded in (each quantized Linear ``W·s``, the module
+before it ``/s``: the float model computes the same), and an importance matrix from the same image+text
+calibration run (``Σ x²`` of each Linear's inputs, in the folded space ``x/s``), which llama.cpp's own imatrix
+tool cannot compute (it only runs text). The matrix is also written as ``imatrix.gguf`` (llama.cpp's format,
+:mod:`vlmkit.quant.imatrix`), so ``llama-quantize --imatrix`` gives the same tensors for any other type.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -21,6 +28,19 @@ import torch
 
 GT = gguf.GGMLQuantizationType
 _EXACT = {4: (GT.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0), 8: (GT.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)}
+IMATRIX_FILE = "imatrix.gguf"
+
+
+@dataclass
+class Regrid:
+    """What llama.cpp's quantizer needs when the GGUF type's grid is not the method's."""
+
+    float_weight: Callable[[str], torch.Tensor]       # checkpoint name -> the float (AWQ-folded) weight
+    importance: dict[str, tuple[torch.Tensor, int]]   # checkpoint name -> (Σ x² per input column, tokens)
+    method: str
+    dataset: str                                      # the calibration source, recorded in imatrix.gguf
+    samples: int
+    mean_tokens: int
 
 
 def weight_args(compressed: dict):
@@ -33,8 +53,10 @@ def weight_args(compressed: dict):
     return quant_args(int(bits), "weight_zero_point" not in compressed, cols // groups if groups > 1 else 0)
 
 
-def dequantized_folder(hf_dir: Path, lm_rel: Path, packed: dict, out: Path) -> Path:
-    """A float copy of the compressed-tensors export (same names, quantized Linears dequantized)."""
+def dequantized_folder(hf_dir: Path, lm_rel: Path, packed: dict, out: Path,
+                       float_weight: Callable[[str], torch.Tensor] | None = None) -> Path:
+    """A float copy of the compressed-tensors export (same names, quantized Linears dequantized, or with
+    ``float_weight`` the float weight each was rounded from)."""
     from compressed_tensors.compressors import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationScheme
     from safetensors.torch import load_file, save_file
@@ -51,33 +73,63 @@ def dequantized_folder(hf_dir: Path, lm_rel: Path, packed: dict, out: Path) -> P
             if f"{base}.weight_packed" in tensors:
                 for key in compressed:
                     tensors.pop(f"{base}.{key}")
+                if float_weight is not None:
+                    tensors[name] = float_weight(name).float().contiguous()
+                    continue
                 scheme = QuantizationScheme(targets=["Linear"], weights=weight_args(compressed))
                 tensors[name] = PackedQuantizationCompressor.decompress(compressed, scheme)["weight"].float()
         save_file(tensors, file, metadata={"format": "pt"})
     return out
 
 
-def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gguf_type: str, exact: bool,
-                         verbose: bool) -> list[str]:
-    """model.gguf (+ mmproj.gguf) into ``out`` (which may already hold other files)."""
+def write_quantized_gguf(out: Path, hf_dir: Path, lm_rel: Path, packed: dict, gguf_type: str,
+                         regrid: Regrid | None, verbose: bool) -> list[str]:
+    """model.gguf (+ mmproj.gguf, + imatrix.gguf unless exact) into ``out`` (which may already hold other
+    files). ``regrid`` None: the GGUF type's grid is the method's, its integers are written exactly."""
+    from vlmkit.constants import FLOAT_TYPES
     from vlmkit.convert import convert
 
     scratch = Path(tempfile.mkdtemp(prefix=".vlmkit-gguf-", dir=hf_dir.parent))  # never inside hf_dir
     try:
-        floats = dequantized_folder(hf_dir, lm_rel, packed, scratch / "float")
         staged = scratch / "gguf"
-        convert(floats, staged, dtype="f32" if exact else gguf_type, verify=False, verbose=verbose)
-        if exact:
+        if regrid is None:
+            floats = dequantized_folder(hf_dir, lm_rel, packed, scratch / "float")
+            convert(floats, staged, dtype="f32", verify=False, verbose=verbose)
             _rewrite_exact(staged / "model.gguf", floats, lm_rel, packed)
+        else:
+            floats = dequantized_folder(hf_dir, lm_rel, packed, scratch / "float", regrid.float_weight)
+            imatrix = scratch / IMATRIX_FILE
+            _write_imatrix(imatrix, floats, lm_rel, regrid)
+            convert(floats, staged, dtype=gguf_type, verify=False, verbose=verbose,
+                    imatrix=None if gguf_type in FLOAT_TYPES else imatrix)
+            imatrix.replace(staged / IMATRIX_FILE)
         out.mkdir(parents=True, exist_ok=True)
         for item in staged.iterdir():
             item.replace(out / item.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if exact:
+    if regrid is None:
         return [f"GGUF {gguf_type}: the method's integers and float16 scales written as ggml blocks, exactly"]
-    return [(f"GGUF {gguf_type}: llama.cpp's quantizer applied to the dequantized weights (not the "
-             "method's grid; no importance matrix)")]
+    start = "the source weights with AWQ's scales folded in" if regrid.method == "awq" else "the source weights"
+    return [(f"GGUF {gguf_type}: not the method's grid, so llama.cpp's quantizer rounds {start}, weighted by "
+             f"an importance matrix from the same calibration run ({IMATRIX_FILE}); the "
+             f"{regrid.method.upper()} integers of the HF export are not carried over")]
+
+
+def _write_imatrix(path: Path, floats: Path, lm_rel: Path, regrid: Regrid) -> None:
+    """imatrix.gguf keyed by the GGUF names the exporter gives the quantized Linears."""
+    from vlmkit.gguf.lm import plan_lm
+    from vlmkit.quant.imatrix import Importance, write_imatrix
+    from vlmkit.readers import open_checkpoint
+
+    prefix = "" if str(lm_rel) == "." else f"{lm_rel}."
+    config = json.loads((floats / "config.json").read_text())
+    with open_checkpoint(floats) as source:
+        plan = plan_lm(floats, config, source, GT.F32)
+    gguf_name = {t.source: t.name for t in plan.tensors}
+    entries = {gguf_name[prefix + name]: Importance(sq_sum.numpy().astype(np.float32), tokens)
+               for name, (sq_sum, tokens) in regrid.importance.items() if prefix + name in gguf_name}
+    write_imatrix(path, entries, regrid.dataset, regrid.samples, regrid.mean_tokens)
 
 
 def _rewrite_exact(model_gguf: Path, floats: Path, lm_rel: Path, packed: dict) -> None:

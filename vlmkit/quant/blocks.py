@@ -44,6 +44,30 @@ class LinearResult:
     quantized: QuantizedWeight
     relative_error: float           # ‖(Ŵ − W) X‖ / ‖W X‖ over the calibration inputs
     awq: str | None = None          # "scales folded into <module> (a=0.35)" / why not
+    input_sq_sum: torch.Tensor | None = None  # Σ x² per input column, in the stored (folded) weight's input space
+    tokens: int = 0                 # calibration tokens behind input_sq_sum
+
+
+@dataclass
+class Fold:
+    """AWQ scales folded into ``predecessor`` (divided) and ``members`` (multiplied); replayable on a fresh block."""
+
+    predecessor: str
+    members: list[str]
+    scales: torch.Tensor
+
+
+@dataclass
+class BlockResult:
+    linears: list[LinearResult]
+    folds: list[Fold] = field(default_factory=list)
+
+
+def apply_folds(block: nn.Module, folds: list[Fold]) -> None:
+    """Replay the recorded folds on a freshly loaded block: the float weights the quantizer started from."""
+    modules = dict(block.named_modules())
+    for f in folds:
+        fold(modules[f.predecessor], [modules[n] for n in f.members], f.scales)
 
 
 def input_groups(block: nn.Module, names: list[str], item: BlockInput) -> list[list[str]]:
@@ -90,20 +114,22 @@ def collect_stats(block: nn.Module, groups: list[list[str]], items: list[BlockIn
 
 
 def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int], spec: QuantSpec,
-                   items: list[BlockInput], scale_grid: torch.dtype | None) -> list[LinearResult]:
-    """Quantize ``names`` (Linears of ``block``) in place; returns per-Linear results."""
+                   items: list[BlockInput], scale_grid: torch.dtype | None) -> BlockResult:
+    """Quantize ``names`` (Linears of ``block``) in place; returns per-Linear results and the AWQ folds."""
     groups = input_groups(block, names, items[0])
     stats = collect_stats(block, groups, items)
     modules = dict(block.named_modules())
     scales: dict[str, tuple[torch.Tensor, str | None]] = {}
+    folds: list[Fold] = []
     for leader, stat in stats.items():  # AWQ: every fold first (one may touch another group's Linear)
         width = modules[leader].in_features
-        scales[leader] = _awq(block, stat, spec, group_of, items, scale_grid) if spec.method == "awq" \
+        scales[leader] = _awq(block, stat, spec, group_of, items, scale_grid, folds) if spec.method == "awq" \
             else (torch.ones(width), None)
     results: list[LinearResult] = []
     for leader, stat in stats.items():
         h = stat.hessian.matrix
         s, note = scales[leader]
+        sq_sum = stat.hessian.sum.diagonal().float() / s.pow(2)  # the folded Linear sees x / s
         for name in stat.members:
             linear = modules[name]
             args = quant_args(spec.bits, spec.symmetric, group_of[name])
@@ -111,8 +137,9 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
             q = _quantize(w, h, s, args, spec, scale_grid)
             with torch.no_grad():
                 linear.weight.copy_(q.weight)
-            results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note))
-    return results
+            results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note, sq_sum,
+                                        stat.hessian.count))
+    return BlockResult(results, folds)
 
 
 def _quantize(w: torch.Tensor, h: torch.Tensor, scales: torch.Tensor, args, spec: QuantSpec,
@@ -135,7 +162,7 @@ def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Te
 
 
 def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str, int], items: list[BlockInput],
-         scale_grid: torch.dtype | None) -> tuple[torch.Tensor, str]:
+         scale_grid: torch.dtype | None, folds: list[Fold]) -> tuple[torch.Tensor, str]:
     modules = dict(block.named_modules())
     width = modules[stat.members[0]].in_features
     predecessor = find_predecessor(block, stat.members, lambda b: run_block(b, items[0]))
@@ -157,6 +184,7 @@ def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str
         loss = module_loss(modules[parent], linears, _module_calls(block, modules[parent], items), on_grid)
     scales, ratio = search_scales(weights, stat.abs_mean, group, loss)
     fold(modules[predecessor], linears, scales)
+    folds.append(Fold(predecessor, list(stat.members), scales))
     return scales, f"scales folded into {predecessor} (a={ratio:.2f})"
 
 

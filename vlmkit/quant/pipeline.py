@@ -20,7 +20,7 @@ from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import family_for, text_dir
 from vlmkit.families.base import LANGUAGE_MODEL, Family
 from vlmkit.readers.model_files import read_config
-from vlmkit.quant.blocks import LinearResult, quantize_block
+from vlmkit.quant.blocks import Fold, LinearResult, apply_folds, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
 from vlmkit.quant.capture import BlockInput, StagedModel, run_block
 from vlmkit.quant.recipe import QuantSpec, Recipe, decide
@@ -49,6 +49,38 @@ class QuantizeResult:
         out.pop("logits")
         out["out"] = str(self.out)
         return out
+
+
+@dataclass
+class BlockOutputs:
+    """What the block loop leaves for the exports (all keyed by the checkpoint's tensor names)."""
+
+    layers: list[tuple[int, list[LinearResult]]] = field(default_factory=list)
+    packed: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)   # compressed-tensors form
+    replaced: dict[str, torch.Tensor] = field(default_factory=dict)   # other block tensors, AWQ folds applied
+    folds: dict[int, list[Fold]] = field(default_factory=dict)        # block -> AWQ folds, in order
+    importance: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # weight -> (Σ x², tokens)
+
+
+class FoldedWeights:
+    """The float weight a quantized Linear was rounded from (the source weight with the AWQ folds replayed),
+    read back from the checkpoint one block at a time: what llama.cpp's own quantizer starts from when the
+    GGUF type's grid is not the method's."""
+
+    def __init__(self, staged: StagedModel, folds: dict[int, list[Fold]]):
+        self.staged, self.folds = staged, folds
+        self.block_of = {disk: index for index in range(staged.n_blocks)
+                         for disk in staged.block_tensor_names(index).values()}
+        self._index, self._tensors = -1, {}
+
+    def __call__(self, disk_name: str) -> torch.Tensor:
+        index = self.block_of[disk_name]
+        if index != self._index:
+            block = self.staged.load_block(index)
+            apply_folds(block, self.folds.get(index, []))
+            names = self.staged.block_tensor_names(index)
+            self._index, self._tensors = index, {names[rel]: t.detach() for rel, t in block.state_dict().items()}
+        return self._tensors[disk_name]
 
 
 @dataclass
@@ -168,8 +200,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         timings["capture_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        layers, packed, replaced = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams,
-                                               progress)
+        blocks = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams, progress)
         timings["quantize_s"] = time.perf_counter() - t
         t = time.perf_counter()
         quality, logits = {}, {}
@@ -179,11 +210,11 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
 
         t = time.perf_counter()
         result = QuantizeResult(Path(out), _spec_dict(spec, scale_grid), recipe.quantized, recipe.kept,
-                                [_layer_dict(staged, i, r) for i, rs in layers for r in rs], quality, timings, 0.0,
+                                [_layer_dict(staged, i, r) for i, rs in blocks.layers for r in rs], quality, timings, 0.0,
                                 notes=notes, logits=logits if keep_logits else {})
         with atomic_dir(Path(out), overwrite) as tmp:
-            _export(tmp, folder, lm_folder, staged, recipe, spec, packed, replaced, format, gguf_type,
-                    exact_group, calib, calibration, result, verbose)
+            _export(tmp, folder, lm_folder, staged, recipe, spec, blocks, format, gguf_type, exact_group, calib,
+                    calibration, calib_stream, result, verbose)
         timings["export_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
         result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -214,27 +245,30 @@ def _run_blocks(staged, rels, group_of, spec, scale_grid, calib: Stream, held: d
                 progress: bool):
     from tqdm import tqdm
 
-    layers, packed, replaced = [], {}, {}
+    out = BlockOutputs()
     for index in tqdm(range(staged.n_blocks), desc=f"{spec.method} W{spec.bits}", unit="block",
                       disable=not progress, leave=False):
         block = staged.load_block(index)
         for stream in held.values():  # source-precision path first, on the unmodified block
             stream.fp = [run_block(block, item, h) for item, h in zip(stream.items, stream.fp)]
-        results = quantize_block(block, rels, group_of, spec, calib.items, scale_grid)
+        done = quantize_block(block, rels, group_of, spec, calib.items, scale_grid)
         for stream in (calib, *held.values()):
             for item in stream.items:
                 item.hidden = run_block(block, item)
         names = staged.block_tensor_names(index)
-        quantized = {r.name + ".weight" for r in results}
+        quantized = {r.name + ".weight" for r in done.linears}
         for rel, tensor in block.state_dict().items():
             if rel not in quantized:
-                replaced[names[rel]] = tensor.detach().clone()
-        for r in results:
-            packed[names[r.name + ".weight"]] = _pack(r, block, scale_grid, staged.checkpoint.infos[
-                names[r.name + ".weight"]].dtype)
-        layers.append((index, results))
+                out.replaced[names[rel]] = tensor.detach().clone()
+        for r in done.linears:
+            disk = names[r.name + ".weight"]
+            out.packed[disk] = _pack(r, block, scale_grid, staged.checkpoint.infos[disk].dtype)
+            out.importance[disk] = (r.input_sq_sum, r.tokens)
+            r.input_sq_sum = None  # held once, in out.importance
+        out.layers.append((index, done.linears))
+        out.folds[index] = done.folds
         del block
-    return layers, packed, replaced
+    return out
 
 
 def _pack(result: LinearResult, block, scale_grid, source_dtype: str) -> dict[str, torch.Tensor]:
@@ -263,6 +297,10 @@ def _stats(staged: StagedModel, stream: Stream) -> tuple[dict[str, Any], list[tu
     return {**stats.as_dict(), "n_samples": len(stream.inputs)}, list(zip(stream.inputs, cand))
 
 
+def _mean_tokens(stream: Stream) -> int:
+    return round(sum(item.hidden.shape[-2] for item in stream.items) / max(len(stream.items), 1))
+
+
 def _spec_dict(spec: QuantSpec, scale_grid) -> dict[str, Any]:
     out = asdict(spec)
     out["scheme"] = spec.scheme
@@ -276,22 +314,24 @@ def _layer_dict(staged: StagedModel, index: int, result: LinearResult) -> dict[s
             "group_size": q.args.group_size or 0, "relative_error": result.relative_error, "awq": result.awq}
 
 
-def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, packed, replaced, format: str,
-            gguf_type: str, exact_group, calib: str, calibration: list[Sample], result: QuantizeResult,
-            verbose: bool) -> None:
+def _export(tmp: Path, folder: Path, lm_folder: Path, staged, recipe, spec, blocks: BlockOutputs, format: str,
+            gguf_type: str, exact_group, calib: str, calibration: list[Sample], calib_stream: Stream,
+            result: QuantizeResult, verbose: bool) -> None:
     from vlmkit.export.compressed_tensors import write_compressed_tensors
     from vlmkit.quant.calibration import write_fingerprints
     from vlmkit.quant.record import write_record
 
     hf_dir = tmp if format != "gguf" else tmp / ".hf"
-    write_compressed_tensors(hf_dir, folder, lm_folder, staged, recipe, spec, packed, replaced)
+    write_compressed_tensors(hf_dir, folder, lm_folder, staged, recipe, spec, blocks.packed, blocks.replaced)
     if format != "hf":
-        from vlmkit.export.gguf_quant import write_quantized_gguf
+        from vlmkit.export.gguf_quant import Regrid, write_quantized_gguf
 
         gguf_dir = tmp if format == "gguf" else tmp / "gguf"
-        result.notes += write_quantized_gguf(gguf_dir, hf_dir, lm_folder.relative_to(folder), packed, gguf_type,
-                                             exact_group is not None and result.spec["scale_grid"] == "float16",
-                                             verbose)
+        exact = exact_group is not None and result.spec["scale_grid"] == "float16"
+        regrid = None if exact else Regrid(FoldedWeights(staged, blocks.folds), blocks.importance, spec.method,
+                                           calib, len(calibration), _mean_tokens(calib_stream))
+        result.notes += write_quantized_gguf(gguf_dir, hf_dir, lm_folder.relative_to(folder), blocks.packed,
+                                             gguf_type, regrid, verbose)
         if format == "gguf":
             import shutil
 
