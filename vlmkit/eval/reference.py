@@ -96,8 +96,9 @@ def _sizes(model_dir: Path) -> _Sizes:
 def plan_reference(model_dir: Path, gguf_files: Sequence[Path], available: int | None = None) -> ReferencePlan:
     """Whole when it fits, staged when only that fits; otherwise a one-line ``UnsupportedError``."""
     sizes = _sizes(model_dir)
-    ggufs = sum(Path(f).stat().st_size for f in gguf_files if Path(f).is_file())
-    mmproj = sum(Path(f).stat().st_size for f in gguf_files if Path(f).name.startswith("mmproj"))
+    present = [Path(f) for f in gguf_files if Path(f).is_file()]
+    ggufs = sum(f.stat().st_size for f in present)
+    mmproj = sum(f.stat().st_size for f in present if f.name.startswith("mmproj"))
     available = memory.available_bytes() if available is None else available
     llama = ggufs + MARGIN_BYTES
     whole = sizes.whole + mmproj + MARGIN_BYTES            # the image check runs mtmd beside the reference
