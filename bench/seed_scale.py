@@ -52,7 +52,7 @@ IMAGE_SIZE, PATCH = 384, 14
 QUESTIONS = {"en": "What is in this picture? Describe it in detail.",
              "ja": "この写真には何が写っていますか？詳しく説明してください。"}
 TOKENS = 64
-STEPS = ("inspect", "convert", "verify", "run", "mtmd-cli", "transformers")
+STEPS = ("inspect", "convert", "verify", "run", "mtmd-cli", "defaults", "transformers")
 WEIGHT_STD = 0.02
 POOL = (1 << 24) - 3              # odd: rows of a power-of-two width are not copies of each other
 
@@ -215,10 +215,11 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def measure(cmd: list[str], check: bool = True) -> Measured:
+def measure(cmd: list[str], check: bool = True, env: dict[str, str] | None = None) -> Measured:
     """Wall time and peak RSS of ``cmd`` as the only child of a fresh wrapper process."""
     subprocess.run(["sync"], check=True)
-    done = subprocess.run([sys.executable, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     body, _, tail = done.stdout.rpartition("\n@@ ")
     rc, seconds, rss_kb = tail.split()
     result = Measured(float(seconds), int(rss_kb) / 1024, body, done.stderr, int(rc))
@@ -273,11 +274,20 @@ def step_cp(model: Path, work: Path, results: dict) -> None:
     shutil.rmtree(out)
 
 
-def step_run(gguf: Path, image: Path, label: str, results: dict, threads: int | None) -> None:
-    for lang, question in QUESTIONS.items():
+# vlmkit.llamacpp.settings' alternatives, through `vlmkit run` itself (environment overrides)
+VARIANTS = {"4 threads (llama.cpp library default)": {"VLMKIT_LLAMACPP_THREADS": "4"},
+            "ubatch 2048": {"VLMKIT_LLAMACPP_UBATCH": "2048"},
+            "flash attention off": {"VLMKIT_LLAMACPP_FLASH_ATTN": "0"},
+            "flash attention on": {"VLMKIT_LLAMACPP_FLASH_ATTN": "1"},
+            "no mmap": {"VLMKIT_LLAMACPP_MMAP": "0"}}
+
+
+def step_run(gguf: Path, image: Path, label: str, results: dict, threads: int | None,
+             languages: tuple[str, ...] = tuple(QUESTIONS), env: dict[str, str] | None = None) -> None:
+    for lang in languages:
         extra = ["--threads", str(threads)] if threads else []
-        m = measure([*VLMKIT, "run", gguf, "--image", image, "--prompt", question, "--max-new-tokens", TOKENS,
-                     "--json", *extra])
+        m = measure([*VLMKIT, "run", gguf, "--image", image, "--prompt", QUESTIONS[lang], "--max-new-tokens",
+                     TOKENS, "--json", *extra], env=env)
         data = json.loads(m.stdout.strip().splitlines()[-1])
         ttft = data["time_to_first_token_s"]
         results[f"run {label} {lang}"] = {
@@ -373,10 +383,11 @@ def print_table(results: dict, header: str) -> None:
         if name.startswith("convert") and cp:
             ratio = f"{r['seconds'] / cp:.2f} x cp"
         if name.startswith("run "):
-            label, lang = name.split()[1:3]
-            ref = results.get(f"llama-mtmd-cli {label} {lang}")
+            label, lang = name[len("run "):].rsplit(" ", 1)
+            dtype, _, variant = label.partition("/")
+            ref = results.get(f"run {dtype} {lang}" if variant else f"llama-mtmd-cli {label} {lang}")
             if ref:
-                ratio = f"{r['seconds'] / ref['seconds']:.2f} x llama-mtmd-cli"
+                ratio = f"{r['seconds'] / ref['seconds']:.2f} x {'default' if variant else 'llama-mtmd-cli'}"
             if r.get("gguf_bytes"):
                 ratio += f", RSS {r['rss_mb'] * 2**20 / r['gguf_bytes']:.2f} x GGUF"
         details = {k: v for k, v in r.items() if k not in ("seconds", "rss_mb", "stderr", "memory")}
@@ -436,7 +447,7 @@ def main() -> None:
             step_cp(model, work, results)
             save()
         for dtype in ("q4_k_m", "q8_0"):
-            if not steps & {"convert", "run", "mtmd-cli"}:
+            if not steps & {"convert", "run", "mtmd-cli", "defaults"}:
                 break
             out = step_convert(model, work, dtype, results)
             save()
@@ -446,6 +457,10 @@ def main() -> None:
             if "mtmd-cli" in steps:
                 step_mtmd_cli(out, image, dtype, results, args.threads)
                 save()
+            if "defaults" in steps and dtype == "q4_k_m":
+                for variant, env in VARIANTS.items():
+                    step_run(out, image, f"{dtype}/{variant}", results, None, ("en",), env)
+                    save()
             shutil.rmtree(out)
         if "verify" in steps:
             shutil.rmtree(step_convert(model, work, "f16", results, verify=True), ignore_errors=True)

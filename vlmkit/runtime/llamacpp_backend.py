@@ -20,6 +20,7 @@ from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.llamacpp.loading import bindings, load_model, model_params
+from vlmkit.llamacpp.settings import cpu_settings
 from vlmkit.gguf_keys import KEY_CONVERSION_ID, KEY_PREPEND_SCHEME
 from vlmkit.runtime import llamacpp_logits
 from vlmkit.llamacpp import native
@@ -60,7 +61,8 @@ class LlamaCppBackend:
         llama_cpp = bindings()  # UnsupportedError naming the pip extra when llama-cpp-python is missing
         native.install_log(verbose)
         self.path, self.mmproj_path, self.mtmd = Path(model_path), mmproj, None
-        self.threads = threads or 0
+        self.settings = cpu_settings(threads)
+        self.threads = self.settings.threads
         self.model = self._load_model(llama_cpp, device)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -96,7 +98,7 @@ class LlamaCppBackend:
         if device.startswith("cuda") and not gpu:
             raise UnsupportedError(None, "--device cuda: this llama-cpp-python build has no GPU support")
         self.gpu_layers = -1 if gpu and device != "cpu" else 0
-        params = model_params(self.gpu_layers)
+        params = model_params(self.gpu_layers, mmap=self.settings.mmap)
         self.prepend_first = gguf_field(self.path, PREPEND_SCHEME_KEY) == "first"
         if self.prepend_first:
             self._overrides = native.kv_overrides({"tokenizer.ggml.add_space_prefix": False})
@@ -111,10 +113,12 @@ class LlamaCppBackend:
     def _new_context(self, llama_cpp: Any) -> Any:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = self.n_ctx
-        params.n_ubatch = self.n_batch
+        params.n_ubatch = min(self.settings.n_ubatch, self.n_ctx)
         params.no_perf = True
-        if self.threads:
-            params.n_threads = params.n_threads_batch = self.threads
+        params.n_threads = params.n_threads_batch = self.threads
+        if self.settings.flash_attn is not None:
+            params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.settings.flash_attn
+                                      else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not ctx:
             raise VlmkitError(self.path, f"llama.cpp could not create a context: {native.last_error()}")
