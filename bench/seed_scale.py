@@ -137,19 +137,27 @@ def write_shards(out: Path, plan: list[tuple[str, tuple[int, ...]]]) -> None:
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
+TOKENIZER_TEXT_BYTES = 24 << 20
+
+
 def tokenizer_texts():
-    """Text enough for 65,000 BPE merges without a download: the Python standard library's sources and
-    the zoo's English + Japanese corpus."""
+    """Text enough for 65,000 BPE merges without a download: the zoo's English + Japanese corpus and the
+    first 24 MB of the Python standard library's sources (sorted paths: the same text on every run)."""
     import sysconfig
 
     from vlmkit.zoo.corpus import CORPUS
 
     yield from CORPUS * 50
+    budget = TOKENIZER_TEXT_BYTES
     for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if budget <= 0 or "site-packages" in path.parts:
+            return
         try:
-            yield path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
+        budget -= len(text)
+        yield text
 
 
 def build(workdir: Path, shape: Shape) -> Path:
