@@ -137,20 +137,23 @@ def write_shards(out: Path, plan: list[tuple[str, tuple[int, ...]]]) -> None:
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-TOKENIZER_TEXT_BYTES = 24 << 20
+TOKENIZER_TEXT_BYTES = 96 << 20
 
 
 def tokenizer_texts():
     """Text enough for 65,000 BPE merges without a download: the zoo's English + Japanese corpus and the
-    first 24 MB of the Python standard library's sources (sorted paths: the same text on every run)."""
+    first 96 MB of the installed Python sources, standard library first (sorted paths: the same text on every run)."""
     import sysconfig
 
     from vlmkit.zoo.corpus import CORPUS
 
     yield from CORPUS * 50
     budget = TOKENIZER_TEXT_BYTES
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if budget <= 0 or "site-packages" in path.parts:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts)
+    files += sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py"))
+    for path in files:
+        if budget <= 0:
             return
         try:
             text = path.read_text(encoding="utf-8")
@@ -160,6 +163,26 @@ def tokenizer_texts():
         yield text
 
 
+def trained_tokenizer(workdir: Path):
+    """calm2's tokenizer layout with 65,000 learned tokens, trained once per workdir (shared by every shape)."""
+    from transformers import AutoTokenizer
+
+    from vlmkit.zoo.llava import calm2_tokenizer
+
+    folder = workdir / f"tokenizer-{LEARNED_TOKENS}-seed{SEED}"
+    if not (folder / "tokenizer.json").is_file():
+        start = time.perf_counter()
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")   # tokenizers' training, deterministic
+        tokenizer = calm2_tokenizer(LEARNED_TOKENS, tokenizer_texts())
+        if tokenizer.convert_tokens_to_ids("<image>") != LEARNED_TOKENS:
+            raise RuntimeError(f"the BPE learned {len(tokenizer) - 3} tokens, not {LEARNED_TOKENS}: more text needed")
+        tmp = folder.with_name(folder.name + ".tmp")
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, folder)
+        print(f"tokenizer: {len(tokenizer)} tokens trained in {time.perf_counter() - start:.0f} s", flush=True)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def build(workdir: Path, shape: Shape) -> Path:
     """The replica (cached: built once per shape, renamed into place when complete)."""
     out = workdir / shape.key
@@ -167,17 +190,13 @@ def build(workdir: Path, shape: Shape) -> Path:
         return out
     from transformers import GenerationConfig, LlavaProcessor, SiglipImageProcessor
 
-    from vlmkit.zoo.llava import calm2_tokenizer
     from vlmkit.zoo.tokenizers import LLAVA_CHAT_TEMPLATE
 
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     start = time.perf_counter()
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")   # tokenizers' training, deterministic
-    tokenizer = calm2_tokenizer(LEARNED_TOKENS, tokenizer_texts())
-    assert tokenizer.convert_tokens_to_ids("<image>") == LEARNED_TOKENS, len(tokenizer)
-    print(f"tokenizer: {len(tokenizer)} tokens trained in {time.perf_counter() - start:.0f} s", flush=True)
+    tokenizer = trained_tokenizer(workdir)
     config = model_config(shape)
     processor = LlavaProcessor(
         image_processor=SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
