@@ -457,7 +457,7 @@ def main() -> None:
         sys.exit(f"error: {args.workdir}: not enough disk ({need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free)")
     model = build(args.workdir, shape)
     image = photo(args.workdir)
-    work = args.workdir / "outputs"
+    work = args.workdir / f"outputs-{shape.key}"   # per shape: two runs may share the workdir
     results: dict[str, Any] = {"replica": shape.key, "params": n_params}
     results_file = args.workdir / f"results-{shape.key}.json"
 

@@ -109,3 +109,44 @@ def _cgroup_room() -> int | None:
         return int(limit) - int((root / "memory.current").read_text())
     except (OSError, ValueError):
         return None
+
+
+# --- peak RSS of vlmkit's own commands (inspect --memory's "process" rows) ------------------------------
+# Measured constants (bench/seed_scale.py, 2-core x86 CPU, Python 3.11, torch 2.13 CPU): the interpreter with
+# what the command imports, before any weight.
+RUN_LLAMACPP_BASE = 0     # calibrated below
+CONVERT_BASE = 0
+KV_BYTES = 2              # llama.cpp's f16 KV cache
+RUN_POSITIONS = 1024      # one image (729 tokens for SigLIP-384) + question + 64 new tokens, in 512-steps
+
+
+@dataclass(frozen=True)
+class TextShape:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_vocab: int
+
+    @classmethod
+    def from_config(cls, text: dict) -> "TextShape | None":
+        try:
+            n_head = int(text["num_attention_heads"])
+            return cls(int(text["num_hidden_layers"]), int(text["hidden_size"]), n_head,
+                       int(text.get("num_key_value_heads") or n_head), int(text["intermediate_size"]),
+                       int(text["vocab_size"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def llamacpp_run_bytes(lm: Iterable[TensorInfo], vision: Iterable[TensorInfo], shape: TextShape, scheme: str,
+                       positions: int = RUN_POSITIONS, n_ubatch: int = 512) -> int:
+    """Peak RSS of ``vlmkit run`` on the GGUF pair ``convert --dtype scheme`` writes: model.gguf's weights
+    (memory-mapped, all read), the mmproj at f16, the f16 KV cache for ``positions``, llama.cpp's compute
+    buffer for one micro-batch (its logits rows and the MLP activations dominate) and the interpreter."""
+    weights = sum(_tensor_bytes(info, scheme, shape.n_layer) for info in lm)
+    mmproj = sum(info.numel * (2 if _is_matrix(info) else 4) for info in vision)
+    kv = positions * shape.n_layer * 2 * (shape.n_embd // shape.n_head * shape.n_head_kv) * KV_BYTES
+    compute = n_ubatch * (shape.n_vocab + 3 * shape.n_ff + 4 * shape.n_embd) * 4
+    return RUN_LLAMACPP_BASE + weights + mmproj + kv + compute
