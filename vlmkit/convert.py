@@ -282,21 +282,27 @@ def _check(name: str) -> Iterator[None]:
 
 
 def _verify(model_dir: Path, tmp: Path, result: ConvertResult, threads: int | None, verbose: bool):
-    from vlmkit.eval.verify import verify_conversion
+    from vlmkit.eval.reference import open_reference
+    from vlmkit.eval.verify import reference_dir, verify_conversion
 
-    with _check("the parity check (tokenizer, greedy tokens, logits; with an image for VLMs)"):
-        report = verify_conversion(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose)
-    if result.mmproj_path is not None:
-        with _check("the image-embedding check"):
-            report.image = _verify_image(model_dir, tmp, verbose)
+    parity = "the parity check (tokenizer, greedy tokens, logits; with an image for VLMs)"
+    with _check(parity):   # a check the machine's memory cannot hold says so here, before anything loads
+        reference = open_reference(reference_dir(model_dir), [tmp / MODEL_FILE, tmp / MMPROJ_FILE], threads, verbose)
+    try:
+        with _check(parity):
+            report = verify_conversion(model_dir, tmp / MODEL_FILE, result.dtype, threads=threads, verbose=verbose,
+                                       reference=reference)
+        if result.mmproj_path is not None:
+            with _check("the image-embedding check"):
+                report.image = _verify_image(model_dir, tmp, verbose, reference.model)
+    finally:
+        reference.close()
     return report
 
 
-def _verify_image(model_dir: Path, tmp: Path, verbose: bool) -> dict | None:
-    """Image-embedding parity (mtmd vs transformers) from the mmproj helper's module, when present."""
-    try:
-        from vlmkit.eval.image_parity import verify_image_embeddings, verify_photo
-    except ImportError:
-        return None
+def _verify_image(model_dir: Path, tmp: Path, verbose: bool, model: Any) -> dict | None:
+    """Image-embedding parity (mtmd vs transformers, on the reference's own vision tower and projector)."""
+    from vlmkit.eval.image_parity import verify_image_embeddings, verify_photo
+
     name, photo = verify_photo()
-    return {"photo": name, **verify_image_embeddings(model_dir, tmp, photo, verbose=verbose)}
+    return {"photo": name, **verify_image_embeddings(model_dir, tmp, photo, model=model, verbose=verbose)}

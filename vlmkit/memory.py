@@ -87,3 +87,26 @@ def estimate_memory(params: Iterable[TensorInfo], layer_count: int = 0) -> list[
 def training_bytes(param_count: int) -> dict[str, int]:
     """Adam: fp32 weights + grads + two moments = 16 B/param; mixed precision adds a 16-bit weight copy."""
     return {"adam_fp32": param_count * 16, "adam_mixed_bf16": param_count * 18}
+
+
+def available_bytes() -> int:
+    """Memory this process can still take without swapping or the OOM killer: the kernel's MemAvailable
+    (free + reclaimable page cache, through psutil), capped by a cgroup v2 limit when one is set."""
+    import psutil
+
+    available = int(psutil.virtual_memory().available)
+    return min(available, _cgroup_room() or available)
+
+
+def _cgroup_room() -> int | None:
+    from pathlib import Path
+
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((root / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+

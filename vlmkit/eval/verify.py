@@ -1,16 +1,19 @@
 """``vlmkit convert --verify``: the source model against its GGUF, through the backends ``vlmkit run`` uses.
 
 An ``eval compare`` on a few prompts, plus what a conversion report needs on top: tokenizer agreement on an
-English + Japanese corpus (differences checked against sentencepiece itself), greedy tokens of both sides
-(16 per prompt, through each backend's ``generate_ids``), teacher-forced logit statistics on transformers'
-token sequence (``Backend.logits``), and for a VLM with an mmproj the same with a test image plus the
-image-embedding parity of :mod:`vlmkit.eval.image_parity`. The llama.cpp side is ``LlamaCppBackend``: its
-tokenizer handling, chat-template-free raw prompts and mtmd image rows, f16 KV cache, exactly as run.
+English + Japanese corpus (differences checked against sentencepiece itself), greedy tokens (16 per prompt:
+llama.cpp's through its ``generate_ids``; transformers' read off its teacher-forced logits on llama.cpp's
+tokens, exact up to the first difference), teacher-forced logit statistics on llama.cpp's token sequence
+(``Backend.logits``), and for a VLM with an mmproj the same with a test image plus the image-embedding parity
+of :mod:`vlmkit.eval.image_parity`. The llama.cpp side is ``LlamaCppBackend``: its tokenizer handling,
+chat-template-free raw prompts and mtmd image rows, f16 KV cache, exactly as run. The two sides run one after
+the other and the transformers side is held as the machine's memory allows (:mod:`vlmkit.eval.reference`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     image: dict[str, Any] | None = None          # image-embedding parity (mmproj side)
     image_greedy: dict[str, Any] | None = None   # greedy tokens / logits with the test image
+    reference: dict[str, Any] | None = None      # how the transformers side was held (ReferencePlan.as_dict)
 
     @property
     def greedy_identical(self) -> bool:
@@ -100,46 +104,92 @@ def greedy(backend: Any, prompt: Any, n: int) -> list[int]:
     return list(backend.generate_ids(prompt, SamplingParams(max_new_tokens=n)))
 
 
+def greedy_from_logits(rows: np.ndarray, theirs: Sequence[int], eos: set[int], n: int) -> list[int]:
+    """The reference's greedy tokens read off its teacher-forced logits on llama.cpp's tokens (``rows[i]``
+    predicts token i): exactly what its own generation gives up to and including the first token where the
+    two differ; after that the reference would continue from its own token, which these logits never see."""
+    ours: list[int] = []
+    for i, row in enumerate(rows[:n]):
+        token = int(np.argmax(row))
+        if token in eos:
+            break
+        ours.append(token)
+        if i >= len(theirs) or token != theirs[i]:
+            break
+    return ours
+
+
+@dataclass
+class _Case:
+    """One prompt of the check: the reference's prompt ids, llama.cpp's greedy tokens, its logits."""
+
+    label: str
+    prompt_ids: list[int]
+    theirs: list[int]
+    images: list[Any]
+    cand: np.ndarray | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.theirs
+
+    @property
+    def first_generated_row(self) -> int:
+        """Text row (``Backend.logits`` skips image places) of the last prompt token."""
+        return len(self.prompt_ids) - 1 - self.prompt_ids.count(IMAGE)
+
+
 def verify_conversion(model_dir: Path, gguf_path: Path, dtype: str, *, n_tokens: int = 16,
-                      threads: int | None = None, verbose: bool = False) -> VerifyReport:
-    """The parity report of ``gguf_path`` (and the mmproj.gguf beside it) against ``model_dir``."""
+                      threads: int | None = None, verbose: bool = False, reference: Any = None) -> VerifyReport:
+    """The parity report of ``gguf_path`` (and the mmproj.gguf beside it) against ``model_dir``.
+
+    llama.cpp runs first (tokenizer, greedy tokens, teacher-forced logits) and is closed; then the reference
+    (``vlmkit.eval.reference``: transformers at f32, whole or one block at a time as memory allows) scores the
+    same token sequences in one pass. ``reference``: an open ``ReferenceBackend`` to use (kept open)."""
+    from vlmkit.eval.reference import open_reference
+
+    own = reference is None
+    if own:
+        reference = open_reference(reference_dir(model_dir), [gguf_path, gguf_path.with_name("mmproj.gguf")],
+                                   threads, verbose)
+    try:
+        tokenizer, cases = _llama_side(model_dir, gguf_path, reference, n_tokens, threads, verbose)
+        reference.load()
+        refs = reference.logits_many([(case.ids, case.images) for case in cases])
+        return _report(dtype, gguf_path, reference, tokenizer, cases, refs, n_tokens)
+    finally:
+        if own:
+            reference.close()
+
+
+def _llama_side(model_dir: Path, gguf_path: Path, hf: Any, n_tokens: int, threads: int | None,
+                verbose: bool) -> tuple[TokenizerCheck, list[_Case]]:
     from vlmkit.gguf.corpus import TOKENIZER_CORPUS
     from vlmkit.gguf.tokenizer import tokenizer_dir
     from vlmkit.runtime.registry import open_backend
 
-    hf = open_backend(reference_dir(model_dir), "transformers", "cpu", "f32", threads, verbose)
     try:
         ll = open_backend(gguf_path, "llamacpp", "cpu", None, threads, verbose)
     except UnsupportedError as error:  # our own output that llama.cpp refuses: a failed check, not a skipped one
-        hf.close()
         raise VlmkitError(error.path, error.reason) from None
     try:
         explain = SentencePieceReference.for_dir(tokenizer_dir(model_dir), hf.tokenizer)
-        report = VerifyReport(dtype, check_tokenizer(hf, ll, TOKENIZER_CORPUS, explain), *_text(hf, ll, n_tokens))
-        _explain(report, gguf_path)
+        tokenizer = check_tokenizer(hf, ll, TOKENIZER_CORPUS, explain)
+        cases = []
+        for prompt in PROMPTS:
+            ids = hf.tokenize(prompt, True)
+            cases.append(_Case(prompt, ids, greedy(ll, ll.text_prompt(ids), n_tokens), []))
         if getattr(hf, "is_vlm", False) and ll.mtmd is not None:
-            report.image_greedy = with_image(hf, ll, n_tokens)
-        return report
+            cases.append(_image_case(hf, ll, n_tokens))
+        for case in cases:
+            case.cand = ll.logits(case.ids, case.images)
+        return tokenizer, cases
     finally:
         ll.close()
-        hf.close()
 
 
-def _text(hf: Any, ll: Any, n_tokens: int) -> tuple[list[GreedyCheck], LogitStats]:
-    checks, sequences = [], []
-    for prompt in PROMPTS:
-        ids = hf.tokenize(prompt, True)
-        ours, theirs = greedy(hf, hf.text_prompt(ids), n_tokens), greedy(ll, ll.text_prompt(ids), n_tokens)
-        checks.append(GreedyCheck(prompt, ours, theirs, *sequence_agreement(ours, theirs)))
-        sequences.append(ids + ours)
-    ref = np.concatenate([hf.logits(s) for s in sequences])
-    cand = np.concatenate([ll.logits(s) for s in sequences])
-    return checks, logit_stats(ref, cand)
-
-
-def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
-    """Greedy tokens with a non-square photo (each side resizes it as the checkpoint's processor does), and
-    teacher-forced logits from the image on."""
+def _image_case(hf: Any, ll: Any, n_tokens: int) -> _Case:
+    """A non-square photo (each side resizes it as the checkpoint's processor does) with a question."""
     from PIL import Image
 
     from vlmkit.eval.image_parity import verify_photo
@@ -151,15 +201,36 @@ def with_image(hf: Any, ll: Any, n_tokens: int) -> dict[str, Any]:
     def turn(backend: Any) -> list[dict]:  # string-content templates hold each backend's own image text
         return [user_message(QUESTION, 1, uses_typed_content(backend.chat_template()), backend.image_placeholder)]
 
-    messages = turn(hf)
-    ours = greedy(hf, hf.prepare(messages, [image]), n_tokens)
     theirs = greedy(ll, ll.prepare(turn(ll), [image]), n_tokens)
-    ids = hf.encode(messages, [image]) + ours
-    after_image = ids.index(IMAGE)  # text rows from the image's place on
-    ref, cand = hf.logits(ids, [image])[after_image:], ll.logits(ids, [image])[after_image:]
-    same, first_diff = sequence_agreement(ours, theirs)
-    return {"prompt": QUESTION, "image": photo, "hf_tokens": ours, "gguf_tokens": theirs, "n_same": same,
-            "first_diff": first_diff, "teacher": logit_stats(ref, cand).as_dict()}
+    return _Case(photo, hf.encode(turn(hf), [image]), theirs, [image])
+
+
+def _report(dtype: str, gguf_path: Path, hf: Any, tokenizer: TokenizerCheck, cases: list[_Case],
+            refs: list[np.ndarray], n_tokens: int) -> VerifyReport:
+    eos = hf.eos_ids()
+    greedy_checks, image_greedy = [], None
+    text_ref, text_cand = [], []
+    for case, ref in zip(cases, refs):
+        ours = greedy_from_logits(ref[case.first_generated_row:], case.theirs, eos, n_tokens)
+        same, first_diff = sequence_agreement(ours, case.theirs)
+        if case.images:
+            after_image = case.ids.index(IMAGE)  # text rows from the image's place on
+            stats = logit_stats(ref[after_image:], case.cand[after_image:])
+            image_greedy = {"prompt": QUESTION, "image": case.label, "hf_tokens": ours, "gguf_tokens": case.theirs,
+                            "n_same": same, "first_diff": first_diff, "teacher": stats.as_dict()}
+        else:
+            greedy_checks.append(GreedyCheck(case.label, ours, case.theirs, same, first_diff))
+            text_ref.append(ref)
+            text_cand.append(case.cand)
+    report = VerifyReport(dtype, tokenizer, greedy_checks, logit_stats(np.concatenate(text_ref),
+                                                                        np.concatenate(text_cand)))
+    report.image_greedy = image_greedy
+    report.reference = hf.plan.as_dict()
+    note = hf.plan.note()
+    if note:
+        report.notes.append(note)
+    _explain(report, gguf_path)
+    return report
 
 
 def _explain(report: VerifyReport, gguf_path: Path) -> None:

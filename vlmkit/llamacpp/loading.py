@@ -113,11 +113,15 @@ def extra_buffers_safe() -> bool:
         return True
 
 
-def model_params(gpu_layers: int = 0, extra_buffers: bool | None = None, vocab_only: bool = False) -> Any:
-    """``llama_model_default_params()`` with vlmkit's safe buffer choice (None: ``extra_buffers_safe()``)."""
+def model_params(gpu_layers: int = 0, extra_buffers: bool | None = None, vocab_only: bool = False,
+                 mmap: bool | None = None) -> Any:
+    """``llama_model_default_params()`` with vlmkit's safe buffer choice (None: ``extra_buffers_safe()``);
+    ``mmap``: memory-map the weights (True) or read them into llama.cpp's buffers (False); None: its default."""
     import llama_cpp
 
     params = llama_cpp.llama_model_default_params()
+    if mmap is not None:
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
     params.n_gpu_layers = gpu_layers
     params.use_extra_bufts = extra_buffers_safe() if extra_buffers is None else extra_buffers
     params.vocab_only = vocab_only

@@ -93,6 +93,17 @@ def memory_names(model: nn.Module, disk_names: list[str]) -> dict[str, str]:
             for name in disk_names}
 
 
+def read_tensor(checkpoint: Checkpoint, name: str) -> torch.Tensor:
+    """One tensor by plain file reads (``Checkpoint.read``): a block read through the memory map would keep
+    its pages in the process's resident set, so streaming every block would show the whole checkpoint."""
+    import numpy as np
+
+    array = checkpoint.read(name)
+    if array.dtype.name == "bfloat16":   # ml_dtypes: torch has no numpy bfloat16
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
 class StagedModel:
     """A transformers model with one decoder block; the checkpoint's blocks are loaded one at a time."""
 
@@ -135,7 +146,7 @@ class StagedModel:
             if disk is None:
                 missing.append(name)
             else:
-                state[name] = self.checkpoint.load(disk)
+                state[name] = read_tensor(self.checkpoint, disk)
         self.model.load_state_dict(state, strict=False)
         params = dict(self.model.named_parameters(remove_duplicate=False))
         loaded = {params[n].data_ptr() for n in state if n in params}
@@ -153,7 +164,7 @@ class StagedModel:
 
     def load_block(self, index: int) -> nn.Module:
         block = copy.deepcopy(self.template)
-        state = {rel: self.checkpoint.load(disk) for rel, disk in self.block_tensor_names(index).items()}
+        state = {rel: read_tensor(self.checkpoint, disk) for rel, disk in self.block_tensor_names(index).items()}
         block.load_state_dict(state, strict=True)
         return block.eval()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.llamacpp.loading import bindings, load_model, model_params
+from vlmkit.llamacpp.settings import cpu_settings
 from vlmkit.gguf_keys import KEY_CONVERSION_ID, KEY_PREPEND_SCHEME
 from vlmkit.runtime import llamacpp_logits
 from vlmkit.llamacpp import native
@@ -33,6 +34,7 @@ from vlmkit.runtime.prompt import (
 )
 
 MAX_CTX = 4096  # KV cache cap: a 32k training context would allocate GBs of f16 KV up front
+KV_STEP = 512   # the KV cache is allocated for what a run needs, in steps of this many positions, up to n_ctx
 PREPEND_SCHEME_KEY = KEY_PREPEND_SCHEME
 """Written by ``vlmkit convert`` (``vlmkit.gguf.tokenizer``) for sentencepiece tokenizers whose tokenizer.json
 has Metaspace ``prepend_scheme: "first"`` (transformers 5's default): "▁" is prepended only at the very
@@ -60,13 +62,15 @@ class LlamaCppBackend:
         llama_cpp = bindings()  # UnsupportedError naming the pip extra when llama-cpp-python is missing
         native.install_log(verbose)
         self.path, self.mmproj_path, self.mtmd = Path(model_path), mmproj, None
-        self.threads = threads or 0
+        self.settings = cpu_settings(threads)
+        self.threads = self.settings.threads
         self.model = self._load_model(llama_cpp, device)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx = min(llama_cpp.llama_model_n_ctx_train(self.model), MAX_CTX)
         self.n_batch = min(self.n_ctx, 2048)
-        self.ctx = self._new_context(llama_cpp)
+        self.kv_size = min(self.n_ctx, KV_STEP)
+        self.ctx = self._new_context(llama_cpp, self.kv_size)
         self.template = native.meta_str(self.model, "tokenizer.chat_template")
         self.special = self._special_tokens(llama_cpp)
         if mmproj is not None:
@@ -96,7 +100,7 @@ class LlamaCppBackend:
         if device.startswith("cuda") and not gpu:
             raise UnsupportedError(None, "--device cuda: this llama-cpp-python build has no GPU support")
         self.gpu_layers = -1 if gpu and device != "cpu" else 0
-        params = model_params(self.gpu_layers)
+        params = model_params(self.gpu_layers, mmap=self.settings.mmap)
         self.prepend_first = gguf_field(self.path, PREPEND_SCHEME_KEY) == "first"
         if self.prepend_first:
             self._overrides = native.kv_overrides({"tokenizer.ggml.add_space_prefix": False})
@@ -108,13 +112,28 @@ class LlamaCppBackend:
             raise UnsupportedError(self.path, f"llama.cpp cannot load this GGUF (architecture {arch}): "
                                               f"{native.last_error()}") from None
 
-    def _new_context(self, llama_cpp: Any) -> Any:
+    def context_for(self, n_positions: int) -> Any:
+        """The context, its KV cache holding at least ``n_positions`` (in ``KV_STEP`` steps, at most ``n_ctx``):
+        an answer about one image needs ~1k positions of a 4k context, and a 7 B model's f16 KV cache takes
+        0.5 MB a position, all allocated (and cleared) up front."""
+        want = min(self.n_ctx, -(-max(n_positions, 1) // KV_STEP) * KV_STEP)
+        if want > self.kv_size:
+            llama_cpp = bindings()
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+            self.ctx = self._new_context(llama_cpp, want)
+            self.kv_size = want
+        return self.ctx
+
+    def _new_context(self, llama_cpp: Any, n_positions: int) -> Any:
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = self.n_ctx
-        params.n_ubatch = self.n_batch
+        params.n_ctx = params.n_batch = n_positions
+        params.n_ubatch = min(self.settings.n_ubatch, n_positions)
         params.no_perf = True
-        if self.threads:
-            params.n_threads = params.n_threads_batch = self.threads
+        params.n_threads = params.n_threads_batch = self.threads
+        if self.settings.flash_attn is not None:
+            params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.settings.flash_attn
+                                      else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not ctx:
             raise VlmkitError(self.path, f"llama.cpp could not create a context: {native.last_error()}")
@@ -191,10 +210,12 @@ class LlamaCppBackend:
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return native.tokenize(self.vocab, self.llama_text(text), add_special)
 
-    def _evaluate(self, prompt: Prompt) -> list[int]:
-        """Fill the KV cache with the prompt; return the token ids seen (for the penalty window)."""
+    def _evaluate(self, prompt: Prompt, new_tokens: int) -> list[int]:
+        """Fill the KV cache with the prompt (sized for ``new_tokens`` more); return the token ids seen (for
+        the penalty window)."""
         llama_cpp = bindings()
 
+        self.context_for(prompt.n_tokens + new_tokens)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
         if isinstance(prompt.payload, list):
             native.decode_tokens(self.ctx, prompt.payload, self.n_batch)
@@ -204,12 +225,12 @@ class LlamaCppBackend:
     def generate_ids(self, prompt: Prompt, params: SamplingParams) -> Iterator[int]:
         llama_cpp = bindings()
 
-        seen = self._evaluate(prompt)
+        budget = min(params.max_new_tokens, self.n_ctx - prompt.n_tokens)
+        seen = self._evaluate(prompt, budget)
         chain = native.sampler_chain(self.n_vocab, self.n_ctx, params)
         try:
             for token in seen:
                 llama_cpp.llama_sampler_accept(chain, token)
-            budget = min(params.max_new_tokens, self.n_ctx - prompt.n_tokens)
             for step in range(budget):
                 token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(self.vocab, token):

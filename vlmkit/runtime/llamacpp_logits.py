@@ -57,6 +57,7 @@ def teacher_forced(backend: Any, token_ids: Sequence[int], images: Sequence[Any]
         raise UnsupportedError(backend.path, "images need the model's mmproj.gguf beside it")
     if len(ids) >= backend.n_ctx:
         raise VlmkitError(None, f"{len(ids)} tokens do not fit the context of {backend.n_ctx}")
+    backend.context_for(backend.n_ctx if images else len(ids))   # an image's rows are known only once encoded
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(backend.ctx), True)
     pending, out, n_past, queue = [], [], 0, list(images)
     for token in [*ids, None]:

@@ -103,18 +103,22 @@ class TransformersBackend:
         if threads:
             torch.set_num_threads(threads)
         self.path = Path(path)
-        auto_class, self.is_vlm = model_class(self.path)
+        self.auto_class, self.is_vlm = model_class(self.path)
         self.device = pick_device(device)
         self.processor = self._load_processor()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.model = None
         if load_weights:
-            self.model = auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
+            self.load_weights(dtype)
         config = self.model.config if self.model is not None else transformers.AutoConfig.from_pretrained(self.path)
+        self.config = config
         # a processor that builds the whole prompt (PaliGemma): a template or <image> would double its tokens
         self.raw_prompt = family_for(config.to_dict())[0].processor_builds_prompt
         text_config = config.get_text_config()
         self.n_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 20)
+
+    def load_weights(self, dtype: str | None) -> None:
+        self.model = self.auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
 
     def _load_processor(self) -> Any:
         import transformers
@@ -255,7 +259,7 @@ class TransformersBackend:
 
     @property
     def image_token_id(self) -> int | None:
-        config = self.model.config
+        config = self.config
         return getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
     def encode(self, messages: Sequence[Message], images: Sequence[Any]) -> list[int]:
@@ -283,6 +287,16 @@ class TransformersBackend:
     def logits(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> Any:
         import torch
 
+        inputs, text_rows = self.forward_inputs(token_ids, images)
+        with torch.inference_mode():
+            out = self.model(**inputs).logits[0]
+            return out[text_rows].float().cpu().numpy()
+
+    def forward_inputs(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> tuple[dict[str, Any], list[int]]:
+        """The model's keyword inputs for ``token_ids`` (each ``IMAGE`` expanded into its image-token run) and
+        the rows of the text tokens in the expanded sequence."""
+        import torch
+
         ids = list(token_ids)
         if ids.count(IMAGE) != len(images):
             raise VlmkitError(None, f"{ids.count(IMAGE)} image places in the token ids for {len(images)} images")
@@ -295,9 +309,7 @@ class TransformersBackend:
             else:
                 text_rows.append(len(expanded))
                 expanded.append(token)
-        with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([expanded], device=self.device), **extra).logits[0]
-            return out[text_rows].float().cpu().numpy()
+        return {"input_ids": torch.tensor([expanded], device=self.device), **extra}, text_rows
 
     def image_embeddings(self, image: Any) -> Any:
         import torch

@@ -77,15 +77,16 @@ def _save_llava(config, processor, out: Path, generation: dict) -> None:
     processor.image_processor.save_pretrained(str(out))
 
 
-def calm2_tokenizer():
-    """calm2's layout: ``<|endoftext|>`` = 0 is bos/eos/unk, ``<|padding|>`` = 1, no BOS added."""
+def calm2_tokenizer(vocab_size: int = 500, texts=None):
+    """calm2's layout: ``<|endoftext|>`` = 0 is bos/eos/unk, ``<|padding|>`` = 1, no BOS added; ``<image>``
+    right after the ``vocab_size`` learned tokens (65000 in the real one)."""
     specials = {
         "bos_token": "<|endoftext|>",
         "eos_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",
         "pad_token": "<|padding|>",
     }
-    return byte_level_tokenizer(500, specials, extra_special=["<image>"])
+    return byte_level_tokenizer(vocab_size, specials, extra_special=["<image>"], texts=texts)
 
 
 def build_llava_string_template(out: Path) -> None:

@@ -14,7 +14,7 @@ Training is single-threaded so two builds give byte-identical files.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vlmkit.zoo.corpus import CORPUS
@@ -80,8 +80,9 @@ GEMMA_CHAT_TEMPLATE = (
 )
 
 
-def train_byte_level_bpe(vocab_size: int, special_tokens: Sequence[str]):
-    """A GPT-NeoX / calm2 style byte-level BPE ``tokenizers.Tokenizer`` trained on the corpus.
+def train_byte_level_bpe(vocab_size: int, special_tokens: Sequence[str], texts: Iterable[str] | None = None):
+    """A GPT-NeoX / calm2 style byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts`` (default: the
+    corpus; a realistic 65k vocabulary needs megabytes of text, see bench/seed_scale.py).
 
     ``special_tokens`` get the first ids, in order (calm2: ``<|endoftext|>`` = 0, ``<|padding|>`` = 1).
     """
@@ -98,11 +99,12 @@ def train_byte_level_bpe(vocab_size: int, special_tokens: Sequence[str]):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer.train_from_iterator(CORPUS if texts is None else texts, trainer=trainer)
     return tokenizer
 
 
-def byte_level_tokenizer(vocab_size: int, specials: dict[str, str], extra_special: Sequence[str] = ()):
+def byte_level_tokenizer(vocab_size: int, specials: dict[str, str], extra_special: Sequence[str] = (),
+                         texts: Iterable[str] | None = None):
     """Wrap a trained byte-level BPE in transformers' ``GPTNeoXTokenizer`` (calm2's tokenizer class).
 
     ``specials`` maps transformers' roles (``bos_token``, ``eos_token``, ``pad_token``, ``unk_token``)
@@ -114,7 +116,8 @@ def byte_level_tokenizer(vocab_size: int, specials: dict[str, str], extra_specia
 
     ordered = list(dict.fromkeys(specials.values()))
     tokenizer = GPTNeoXTokenizer(
-        tokenizer_object=train_byte_level_bpe(vocab_size, ordered), clean_up_tokenization_spaces=False, **specials
+        tokenizer_object=train_byte_level_bpe(vocab_size, ordered, texts), clean_up_tokenization_spaces=False,
+        **specials,
     )
     if extra_special:
         added = [AddedToken(t, special=True, normalized=False) for t in extra_special]
