@@ -141,11 +141,12 @@ def test_refuses_a_layout_vllm_cannot_load_with_the_fix(tmp_path):
 
 
 def test_run_cli_demo_on_vllm_answers_like_transformers(tmp_path, demo_questions):
+    """No --dtype: `auto` is the checkpoint's float32 on both (vLLM's own `auto` would be bfloat16)."""
     image, question = demo_questions[1]
     image.save(tmp_path / "scene.png")
     answers = []
     for backend in ("transformers", "vllm"):
-        done = subprocess.run([sys.executable, "-m", "vlmkit", "run", "demo", "--backend", backend, "--dtype", "f32",
+        done = subprocess.run([sys.executable, "-m", "vlmkit", "run", "demo", "--backend", backend,
                                "--image", str(tmp_path / "scene.png"), "--prompt", question, "--json"],
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]

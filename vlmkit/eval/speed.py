@@ -29,7 +29,7 @@ class SpeedResult:
     time_to_first_token_ms: float
     prefill_tokens_per_s: float
     decode_tokens_per_s: float | None  # None: the model stopped before a second token (no decode interval)
-    image_encode_ms: float | None
+    image_encode_ms: float | None  # None: no image, or a backend that does not expose its tower (vLLM)
     peak_rss_mb: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,10 +68,15 @@ def _median_rate(rates: list[float | None]) -> float | None:
     return round(statistics.median(measured), 1) if measured else None
 
 
-def _encode_ms(backend: Any, image: Any, runs: int) -> float:
+def _encode_ms(backend: Any, image: Any, runs: int) -> float | None:
+    from vlmkit.errors import UnsupportedError
+
     times = []
     for _ in range(runs + 1):
         start = time.perf_counter()
-        backend.image_embeddings(image)
+        try:
+            backend.image_embeddings(image)
+        except UnsupportedError:  # the tower runs inside the engine only: time to first token includes it
+            return None
         times.append(time.perf_counter() - start)
     return round(1000 * statistics.median(times[1:]), 2)

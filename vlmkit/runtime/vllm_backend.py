@@ -95,12 +95,8 @@ def _cpu_head_sizes() -> list[int]:
 def engine_options(config: dict[str, Any], processor: Any, is_vlm: bool, dtype: str | None) -> dict[str, Any]:
     """The ``LLM(...)`` / server options vlmkit chooses for a checkpoint (``vlmkit serve`` passes the same)."""
     text = config.get("text_config") or config
-    auto = dtype is None or dtype.lower() == "auto"
-    name = "auto" if auto else NUMPY_DTYPES[float_dtype(dtype)]  # float32, bfloat16, float16: vLLM's names too
-    if name == "auto" and "quantization_config" in config and _cpu_head_sizes():
-        name = "bfloat16"  # vLLM's CPU W4A16 kernel (cpu_gemm_wna16) has no float32 variant
     options: dict[str, Any] = {
-        "dtype": name,
+        "dtype": vllm_dtype(config, dtype),
         "max_model_len": min(int(text.get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN),
         "enforce_eager": True,  # no graph capture / torch.compile warm-up: seconds, not minutes, to start on CPU
     }
@@ -108,6 +104,21 @@ def engine_options(config: dict[str, Any], processor: Any, is_vlm: bool, dtype: 
         options["limit_mm_per_prompt"] = {"image": MAX_IMAGES}
         options.update(without_torchvision(processor))
     return options
+
+
+def vllm_dtype(config: dict[str, Any], dtype: str | None) -> str:
+    """vLLM's name for vlmkit's ``--dtype``. ``auto`` means the checkpoint's own type, as on the transformers
+    backend: vLLM's own "auto" runs a float32 checkpoint (or one whose config.json names no type, float32 for
+    transformers) at bfloat16, so the same flags would give other answers on the two backends. A quantized
+    checkpoint keeps vLLM's choice, bfloat16 on CPU, where vLLM's W4A16 kernel (``cpu_gemm_wna16``) has no
+    float32 variant."""
+    if dtype is not None and dtype.lower() != "auto":
+        return NUMPY_DTYPES[float_dtype(dtype)]  # float32, bfloat16, float16: vLLM's names too
+    if "quantization_config" in config:
+        return "bfloat16" if _cpu_head_sizes() else "auto"
+    text = config.get("text_config") or {}
+    stored = next((c[key] for c in (config, text) for key in ("dtype", "torch_dtype") if c.get(key)), "float32")
+    return "float32" if stored == "float32" else "auto"  # bf16 / f16: vLLM's "auto" keeps them
 
 
 def without_torchvision(processor: Any) -> dict[str, Any]:
