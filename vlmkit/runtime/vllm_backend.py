@@ -285,20 +285,22 @@ class VllmBackend(TransformersBackend):
 
     def logits(self, token_ids: Sequence[int], images: Sequence[Any] = ()) -> Any:
         """Teacher-forced logits ``[len(token_ids), n_vocab]`` (row i predicts token i + 1) from vLLM's prompt
-        logits, float32; text prompts only."""
+        logits, float32; text prompts only. vLLM returns them as per-position lists (``flat_logprobs``: a few
+        Python lists, not a ``Logprob`` object per vocabulary entry) without detokenizing every entry."""
         import numpy as np
 
         if images:
             raise UnsupportedError(self.path, "the vLLM backend scores text prompts only (images: use "
                                               "the transformers backend)")
         ids = [int(t) for t in token_ids]
-        sampling = self.sampling(SamplingParams(max_new_tokens=1), len(ids), prompt_logprobs=-1, logprobs=-1)
+        sampling = self.sampling(SamplingParams(max_new_tokens=1), len(ids), prompt_logprobs=-1, logprobs=-1,
+                                 detokenize=False, flat_logprobs=True)
         output = self.llm.generate([{"prompt_token_ids": ids}], sampling, use_tqdm=False)[0]
-        rows = [*output.prompt_logprobs[1:], output.outputs[0].logprobs[0]]
-        vocab = max(self.llm.llm_engine.model_config.get_vocab_size(), *(max(r) + 1 for r in rows))
+        rows = [*_flat_rows(output.prompt_logprobs)[1:], _flat_rows(output.outputs[0].logprobs)[0]]
+        vocab = max(self.llm.llm_engine.model_config.get_vocab_size(), *(max(r) + 1 for r, _ in rows))
         dense = np.full((len(rows), vocab), -np.inf, dtype=np.float32)
-        for i, row in enumerate(rows):
-            dense[i, list(row)] = [entry.logprob for entry in row.values()]
+        for i, (columns, values) in enumerate(rows):
+            dense[i, columns] = values
         return dense
 
     def image_embeddings(self, image: Any) -> Any:
@@ -307,3 +309,8 @@ class VllmBackend(TransformersBackend):
     def close(self) -> None:
         self.llm = None
 
+
+def _flat_rows(flat: Any) -> list[tuple[list[int], list[float]]]:
+    """vLLM's ``FlatLogprobs`` -> (token ids, values) per position (the first prompt position has none)."""
+    return [(flat.token_ids[start:end], flat.logprobs[start:end])
+            for start, end in zip(flat.start_indices, flat.end_indices)]
