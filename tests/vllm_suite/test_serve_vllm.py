@@ -29,7 +29,7 @@ def test_serve_quantized_demo_answers_an_image_request_like_transformers(w4a16_d
     plan = plan_server(w4a16_demo, engine="vllm", port=free_port())
     assert plan.host == "127.0.0.1" and "--chat-template" in plan.argv and "--limit-mm-per-prompt" in plan.argv
     assert plan.argv[plan.argv.index("--dtype") + 1] == "bfloat16"  # vLLM's CPU W4A16 kernel has no float32
-    answer = serve_and_ask(plan, question, item.image, tmp_path / "server.log", ready_timeout_s=400)
+    answer = serve_and_ask(plan, question, item.image, tmp_path / "server.log", ready_timeout_s=600)
     assert answer.choices[0].message.content == expected["text"] and expected["text"].strip()
     assert answer.usage.prompt_tokens == expected["prompt_tokens"]
     assert answer.usage.completion_tokens == expected["completion_tokens"] + (expected["finish_reason"] == "eos")
