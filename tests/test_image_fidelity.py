@@ -121,7 +121,7 @@ def gguf_next_logits(gguf_runner, question: str, image):
     import numpy as np
 
     backend = gguf_runner.backend
-    backend._evaluate(backend.prepare([turn_for(gguf_runner, question)], [image]))
+    backend._evaluate(backend.prepare([turn_for(gguf_runner, question)], [image]), new_tokens=1)
     logits = llama_cpp.llama_get_logits_ith(backend.ctx, -1)
     return np.ctypeslib.as_array(logits, shape=(backend.n_vocab,)).copy()
 
