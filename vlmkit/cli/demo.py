@@ -166,19 +166,9 @@ def train_cmd(
     Example: vlmkit demo train --out /tmp/demo-retrained
     Example: vlmkit demo train --stage 2 --init /tmp/stage1 --out /tmp/stage2 --snapshots /tmp/snaps
     """
-    from dataclasses import replace
-
-    from vlmkit.demo.train import STAGES, train, train_demo
+    from vlmkit.demo.train import train_stages
     from vlmkit.errors import VlmkitError
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VlmkitError(out, "--out must be a new or empty directory (training writes a whole model there)")
-    if stage is None:
-        if init is not None or steps is not None:
-            raise VlmkitError(None, "--init and --steps go with --stage (the full recipe fixes both)")
-        train_demo(out, seed, snapshots)
-        return
-    if stage not in range(1, len(STAGES) + 1) or (stage > 1) != (init is not None):
-        raise VlmkitError(None, "--stage must be 1 (no --init) or 2 (with --init: stage 1's output)")
-    recipe = replace(STAGES[stage - 1], seed=seed)
-    train(out, replace(recipe, steps=steps) if steps else recipe, snapshots=snapshots, init=init)
+    train_stages(out, seed, snapshots, stage, init, steps)

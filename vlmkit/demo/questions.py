@@ -129,10 +129,14 @@ def with_request(question: str, request: str, lang: str, newline: bool = False) 
     return question + ("\n" if newline else " " if lang == "en" else "") + request
 
 
+def requests_for(qa: QA) -> tuple[str, ...]:
+    """The wordings that ask for ``qa``'s answer form in its language, the benchmark's standard one first."""
+    return (YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS)[qa.lang]
+
+
 def with_benchmark_request(qa: QA) -> QA:
     """The question as MME asks it (yes/no) or as LLaVA's short-answer sets ask it (open questions)."""
-    requests = YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS
-    return replace(qa, question=with_request(qa.question, requests[qa.lang][0], qa.lang))
+    return replace(qa, question=with_request(qa.question, requests_for(qa)[0], qa.lang))
 
 
 def phrased(qa: QA, rng: random.Random, share: float) -> QA:
@@ -142,7 +146,7 @@ def phrased(qa: QA, rng: random.Random, share: float) -> QA:
     if roll >= share:
         return qa
     roll /= share
-    requests = (YES_NO_REQUESTS if qa.category in YES_NO_CATEGORIES else SHORT_ANSWER_REQUESTS)[qa.lang]
+    requests = requests_for(qa)
     request = requests[0] if roll < 0.6 else rng.choice(requests[1:])
     return replace(qa, question=with_request(qa.question, request, qa.lang, newline=rng.random() < 0.25))
 

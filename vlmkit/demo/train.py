@@ -214,6 +214,21 @@ def train_demo(out: Path, seed: int = 0, snapshots: Path | None = None) -> Path:
     return Path(out)
 
 
+def train_stages(out: Path, seed: int = 0, snapshots: Path | None = None, stage: int | None = None,
+                 init: Path | None = None, steps: int | None = None) -> Path:
+    """``vlmkit demo train`` and ``python -m vlmkit.demo.train``: the whole recipe, or one stage of it."""
+    from vlmkit.errors import VlmkitError
+
+    if stage is None:
+        if init is not None or steps is not None:
+            raise VlmkitError(None, "--init and --steps go with --stage (the full recipe fixes both)")
+        return train_demo(out, seed, snapshots)
+    if stage not in range(1, len(STAGES) + 1) or (stage > 1) != (init is not None):
+        raise VlmkitError(None, "--stage must be 1 (no --init) or 2 (with --init: stage 1's output)")
+    recipe = replace(STAGES[stage - 1], seed=seed)
+    return train(out, replace(recipe, steps=steps) if steps else recipe, snapshots=snapshots, init=init)
+
+
 def train(out: Path, recipe: Recipe = FIRST, log_every: int = 50, snapshots: Path | None = None,
           workers: int = 1, init: Path | None = None) -> Path:
     """Train one stage into ``out``, which must not be the shipped weights (compare against them instead).
@@ -298,11 +313,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="with --stage: steps (default: the stage's)")
     parser.add_argument("--snapshots", type=Path, default=None, help="also save every 1,000 steps under this dir")
     args = parser.parse_args(argv)
-    if args.stage is None:
-        train_demo(args.out, args.seed, args.snapshots)
-        return
-    stage = replace(STAGES[args.stage - 1], seed=args.seed)
-    train(args.out, replace(stage, steps=args.steps) if args.steps else stage, snapshots=args.snapshots, init=args.init)
+    from vlmkit.errors import VlmkitError
+
+    try:
+        train_stages(args.out, args.seed, args.snapshots, args.stage, args.init, args.steps)
+    except VlmkitError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":
