@@ -155,13 +155,14 @@ def _check_split(split: str) -> None:
 def train_cmd(
     out: Path = typer.Option(..., help="New output directory (the shipped weights are never overwritten)."),
     seed: int = typer.Option(0, help="Training seed; the same seed gives the same weights."),
-    stage: Optional[int] = typer.Option(None, help="Run one stage only: 1 (from scratch) or 2 (needs --init)."),
-    init: Optional[Path] = typer.Option(None, help="With --stage 2: the model to continue from (stage 1's output)."),
+    stage: Optional[int] = typer.Option(None, help="Run one stage only: 1 (from scratch), 2 or 3 (need --init)."),
+    init: Optional[Path] = typer.Option(None, help="With --stage 2 or 3: the model to continue from (the stage before's output)."),
     steps: Optional[int] = typer.Option(None, help="With --stage: optimizer steps (default: the stage's)."),
     snapshots: Optional[Path] = typer.Option(None, help="Also save the model every 1,000 steps under DIR/stepN."),
 ) -> None:
     """Retrain the demo VLM from scratch on CPU: stage 1 (plain questions, about 28 minutes alone on 2 cores), then
-    stage 2 (benchmark phrasings and big shapes, about 10 minutes) continuing from it.
+    stage 2 (benchmark phrasings and big shapes, about 25 minutes) and stage 3 (more position questions, about
+    13 minutes), each continuing from the one before.
 
     Example: vlmkit demo train --out /tmp/demo-retrained
     Example: vlmkit demo train --stage 2 --init /tmp/stage1 --out /tmp/stage2 --snapshots /tmp/snaps

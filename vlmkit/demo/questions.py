@@ -161,14 +161,15 @@ def yes_no_pair(scene: Scene, rng: random.Random, category: str, lang: str) -> t
     return make(scene, rng, True, lang), make(scene, rng, False, lang)
 
 
-def random_qa(scene: Scene, rng: random.Random, phrased_share: float = 0.0) -> QA:
+def random_qa(scene: Scene, rng: random.Random, phrased_share: float = 0.0, position_share: float = 0.0) -> QA:
     """One question of any kind, for training, asked plainly or as benchmarks ask (:func:`phrased`).
 
-    Yes/no categories are weighted like open ones x2.
+    Yes/no categories are weighted like open ones x2; ``position_share`` of the questions are yes/no position
+    questions on top of that (share 0 draws nothing from ``rng``, so earlier stages' batches are unchanged).
     """
     lang = rng.choice(LANGS)
     kinds = list(YES_NO) * 2 + list(OPEN)
-    kind = rng.choice(kinds)
+    kind = "position" if position_share and rng.random() < position_share else rng.choice(kinds)
     if kind in YES_NO:
         return phrased(YES_NO[kind](scene, rng, rng.random() < 0.5, lang), rng, phrased_share)
     return phrased(OPEN[kind](scene, rng, lang), rng, phrased_share)
