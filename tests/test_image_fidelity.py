@@ -62,10 +62,16 @@ def test_mtmd_sees_the_processor_pixels(model, tmp_path):
 
     convert(model, tmp_path / "gguf", dtype="f32", verify=False)
     for shape in SHAPES:
-        report = verify_image_embeddings(resolve_model(model), tmp_path / "gguf", image=photo(shape))["resize"]
-        assert report["image_size"] == [int(v) for v in shape.split("x")]
-        assert report["min_token_cosine"] > 0.9999, (shape, report)
-        assert report["max_abs_diff"] < 1e-3 * report["ref_max_abs"], (shape, report)
+        report = verify_image_embeddings(resolve_model(model), tmp_path / "gguf", image=photo(shape))
+        resized = report.pop("resize")
+        assert resized["image_size"] == [int(v) for v in shape.split("x")]
+        # mtmd fed the photo is as close to transformers' processor + tower as mtmd fed identical pixels is: the
+        # difference left is the runtime's fp16 approximations, not the pixels (a bilinear resize instead of the
+        # processor's moves the demo's rows 34-86x more than that, on these three photos)
+        assert resized["min_token_cosine"] > 0.9999, (shape, resized)
+        assert resized["max_abs_diff"] <= 2 * report["max_abs_diff"], (shape, resized, report)
+        # with ggml's fp16 GELU table / im2col / flash-attention K,V reproduced, what is left is the conversion
+        assert report["max_abs_diff_emulated"] < 1e-3 * report["ref_max_abs_emulated"], (shape, report)
 
 
 def test_model_pixels_are_the_processors(zoo):
