@@ -121,7 +121,9 @@ def test_awq_folded_float_gguf_computes_what_the_source_computes(demo_awq) -> No
     assert folded["blk.0.attn_norm.weight"] != source["blk.0.attn_norm.weight"]
     assert folded["blk.0.attn_q.weight"] != source["blk.0.attn_q.weight"]
     summary = compare(demo_awq / "source", demo_awq / "f32", "demo", limit=8, threads=2).summary
-    assert summary.kld_mean < 1e-6 and summary.same_top == 1.0
+    # fp32 reassociation only: 9.9e-6 nats (Δp RMS 1.4e-8) on the stage-3 demo weights, whose held-out logits reach
+    # |20|+; a fold that changed the function shows as W8-sized KLD (1e-3 and up)
+    assert summary.kld_mean < 1e-4 and summary.rms_dp < 1e-6 and summary.same_top == 1.0
 
 
 def test_q4_k_m_is_what_llama_quantize_makes_from_the_imatrix_file(demo_awq, tmp_path: Path) -> None:
