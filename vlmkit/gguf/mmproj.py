@@ -96,7 +96,7 @@ class _Tensor:
     name: str
     shape: tuple[int, ...]
     gtype: GT
-    produce: Callable[[], np.ndarray]     # float32 data in PyTorch layout
+    produce: Callable[[], np.ndarray]     # the data in PyTorch layout (any float dtype)
     source: str
 
 
@@ -392,7 +392,7 @@ def _out_type(gguf_name: str, ndim: int, want: GT, source_dtype: str) -> GT:
 
 def _tensor(source, name: str, gguf_name: str, hp: dict[str, Any], want: GT) -> _Tensor:
     shape = tuple(source.infos[name].shape)
-    produce = lambda: np.asarray(source.read(name), dtype=np.float32)  # noqa: E731
+    produce = lambda: source.read(name)  # noqa: E731  (cast to the output type a block of rows at a time)
     if gguf_name.startswith("v.position_embd") and hp["has_cls"]:
         produce = _cls_last(produce)
     gtype = _out_type(gguf_name, len(shape), want, source.infos[name].dtype)
@@ -459,12 +459,12 @@ def _nbytes(t: _Tensor) -> int:
 
 def _writer(t: _Tensor) -> Callable:
     def write(fout) -> None:
-        from vlmkit.gguf.lm import cast
+        from vlmkit.gguf.lm import write_cast
 
         data = t.produce()
         if data.shape != t.shape:
             raise CheckpointError(None, f"{t.source}: shape {data.shape}, header says {t.shape}")
-        cast(data, t.gtype).tofile(fout)
+        write_cast(data, t.gtype, fout)
     return write
 
 
