@@ -403,7 +403,8 @@ def step_transformers(model: Path, image: Path, results: dict, threads: int, n: 
 # --- the table -----------------------------------------------------------------------------------------
 
 def prediction(results: dict, scheme: str) -> float | None:
-    rows = ((results.get("inspect") or {}).get("memory") or {}).get("inference") or []
+    """``inspect --memory``'s predicted peak RSS (MB) of ``vlmkit run`` at ``scheme`` on llama.cpp."""
+    rows = ((results.get("inspect") or {}).get("memory") or {}).get("run") or []
     return next((r["bytes"] / 2**20 for r in rows if r["scheme"] == scheme), None)
 
 
@@ -417,6 +418,9 @@ def print_table(results: dict, header: str) -> None:
         ratio = ""
         if name.startswith("convert") and cp:
             ratio = f"{r['seconds'] / cp:.2f} x cp"
+        need = (r.get("reference") or {}).get("need_bytes") if isinstance(r.get("reference"), dict) else None
+        if need:   # the check's own plan (vlmkit.eval.reference) against what it took
+            ratio += f", planned {need / 2**20:.0f} MB ({need / 2**20 / r['rss_mb'] - 1:+.0%})"
         if name.startswith("run "):
             label, lang = name[len("run "):].rsplit(" ", 1)
             dtype, _, variant = label.partition("/")
@@ -425,6 +429,9 @@ def print_table(results: dict, header: str) -> None:
                 ratio = f"{r['seconds'] / ref['seconds']:.2f} x {'default' if variant else 'llama-mtmd-cli'}"
             if r.get("gguf_bytes"):
                 ratio += f", RSS {r['rss_mb'] * 2**20 / r['gguf_bytes']:.2f} x GGUF"
+            predicted = prediction(results, dtype) if not variant else None
+            if predicted:
+                ratio += f", inspect predicted {predicted:.0f} MB ({predicted / r['rss_mb'] - 1:+.0%})"
         details = {k: v for k, v in r.items() if k not in ("seconds", "rss_mb", "stderr", "memory")}
         print(f"{name:<38} {r['seconds']:>8.1f} {r['rss_mb']:>12.0f} {ratio:>22}  {json.dumps(details, ensure_ascii=False)}")
     inspect = results.get("inspect")

@@ -50,3 +50,42 @@ def test_truncated_file_is_one_line_error(tmp_path):
         with pytest.raises(CheckpointError) as error:
             read_values(cut, ("x.after",))
         assert "\n" not in str(error.value)
+
+
+def _with_tensor(path: Path) -> Path:
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_string("tokenizer.chat_template", "{{ messages[0]['content'] }}")
+    writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(16)])
+    writer.add_tensor("token_embd.weight", np.ones((16, 32), np.float32))
+    q8 = gguf.quants.quantize(np.ones((2, 64), np.float32), gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor("q.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_check_gguf_finds_every_tensor_inside_the_file(tmp_path):
+    """What ``vlmkit run`` checks before llama.cpp reads a GGUF: gguf-py's reader on the same file agrees."""
+    from vlmkit.readers.gguf_reader import check_gguf
+
+    path = _with_tensor(tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(path)
+    assert check_gguf(path, ("tokenizer.chat_template",)) == {
+        "tokenizer.chat_template": reader.get_field("tokenizer.chat_template").contents()}
+    data = path.read_bytes()
+    for cut in (len(data) - 40, len(data) - 100):   # into the last tensor (136 bytes + < 32 of padding)
+        (tmp_path / "cut.gguf").write_bytes(data[:cut])
+        with pytest.raises(Exception):
+            gguf.GGUFReader(tmp_path / "cut.gguf")
+        with pytest.raises(CheckpointError, match="runs past the end of the file"):
+            check_gguf(tmp_path / "cut.gguf")
+    bad_type = bytearray(data)
+    at = bad_type.index(b"q.weight") + len(b"q.weight") + 4 + 2 * 8   # name, n_dims, two dims
+    bad_type[at:at + 4] = (99).to_bytes(4, "little")
+    (tmp_path / "type.gguf").write_bytes(bytes(bad_type))
+    with pytest.raises(CheckpointError, match="unknown type 99"):
+        check_gguf(tmp_path / "type.gguf")
