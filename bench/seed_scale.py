@@ -276,8 +276,16 @@ def step_inspect(model: Path, results: dict) -> None:
                           "memory": report.get("memory")}
 
 
-def step_convert(model: Path, work: Path, dtype: str, results: dict, verify: bool = False) -> Path:
+def converted(out: Path) -> bool:
+    """A finished conversion (convert publishes its folder only when complete)."""
+    return (out / "model.gguf").is_file() and (out / "mmproj.gguf").is_file()
+
+
+def step_convert(model: Path, work: Path, dtype: str, results: dict, verify: bool = False,
+                 reuse: bool = False) -> Path:
     out = work / f"out-{dtype}{'-verified' if verify else ''}"
+    if reuse and converted(out):
+        return out
     shutil.rmtree(out, ignore_errors=True)
     flags = ["--json", "--threads", "2"] + ([] if verify else ["--no-verify"])
     m = measure([*VLMKIT, "convert", model, "--out", out, "--dtype", dtype, *flags], check=not verify)
@@ -306,7 +314,7 @@ VARIANTS = {"4 threads (llama.cpp library default)": {"VLMKIT_LLAMACPP_THREADS":
             "ubatch 2048": {"VLMKIT_LLAMACPP_UBATCH": "2048"},
             "flash attention off": {"VLMKIT_LLAMACPP_FLASH_ATTN": "0"},
             "flash attention on": {"VLMKIT_LLAMACPP_FLASH_ATTN": "1"},
-            "no mmap": {"VLMKIT_LLAMACPP_MMAP": "0"}}
+            "mmap (llama.cpp's default)": {"VLMKIT_LLAMACPP_MMAP": "1"}}
 
 
 def step_run(gguf: Path, image: Path, label: str, results: dict, threads: int | None,
@@ -336,7 +344,7 @@ def step_mtmd_cli(gguf: Path, image: Path, label: str, results: dict, threads: i
     cli = llama_tool("llama-mtmd-cli")
     for lang, question in QUESTIONS.items():
         m = measure([cli, "-m", gguf / "model.gguf", "--mmproj", gguf / "mmproj.gguf", "--image", image,
-                     "-p", question, "-n", TOKENS, "--temp", "0", "-t", threads, "--no-warmup"])
+                     "-p", question, "-n", TOKENS, "--temp", "0", "-t", threads, "--no-warmup", "-lv", "4"])
         log = m.stdout + m.stderr
         entry: dict[str, Any] = {"seconds": m.seconds, "rss_mb": m.rss_mb}
         for key, pattern in _MTMD_TIMES.items():
@@ -395,7 +403,8 @@ def step_transformers(model: Path, image: Path, results: dict, threads: int, n: 
 # --- the table -----------------------------------------------------------------------------------------
 
 def prediction(results: dict, scheme: str) -> float | None:
-    rows = ((results.get("inspect") or {}).get("memory") or {}).get("inference") or []
+    """``inspect --memory``'s predicted peak RSS (MB) of ``vlmkit run`` at ``scheme`` on llama.cpp."""
+    rows = ((results.get("inspect") or {}).get("memory") or {}).get("run") or []
     return next((r["bytes"] / 2**20 for r in rows if r["scheme"] == scheme), None)
 
 
@@ -409,6 +418,9 @@ def print_table(results: dict, header: str) -> None:
         ratio = ""
         if name.startswith("convert") and cp:
             ratio = f"{r['seconds'] / cp:.2f} x cp"
+        need = (r.get("reference") or {}).get("need_bytes") if isinstance(r.get("reference"), dict) else None
+        if need:   # the check's own plan (vlmkit.eval.reference) against what it took
+            ratio += f", planned {need / 2**20:.0f} MB ({need / 2**20 / r['rss_mb'] - 1:+.0%})"
         if name.startswith("run "):
             label, lang = name[len("run "):].rsplit(" ", 1)
             dtype, _, variant = label.partition("/")
@@ -417,6 +429,9 @@ def print_table(results: dict, header: str) -> None:
                 ratio = f"{r['seconds'] / ref['seconds']:.2f} x {'default' if variant else 'llama-mtmd-cli'}"
             if r.get("gguf_bytes"):
                 ratio += f", RSS {r['rss_mb'] * 2**20 / r['gguf_bytes']:.2f} x GGUF"
+            predicted = prediction(results, dtype) if not variant else None
+            if predicted:
+                ratio += f", inspect predicted {predicted:.0f} MB ({predicted / r['rss_mb'] - 1:+.0%})"
         details = {k: v for k, v in r.items() if k not in ("seconds", "rss_mb", "stderr", "memory")}
         print(f"{name:<38} {r['seconds']:>8.1f} {r['rss_mb']:>12.0f} {ratio:>22}  {json.dumps(details, ensure_ascii=False)}")
     inspect = results.get("inspect")
@@ -440,6 +455,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--run-threads", type=int, help="--threads for vlmkit run (default: its own default)")
     parser.add_argument("--transformers-tokens", type=int, default=3, help="decode tokens before extrapolating")
+    parser.add_argument("--dtypes", default="q4_k_m,q8_0", help="quantized types for convert / run steps")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the quantized conversions for a later run (which reuses them)")
     parser.add_argument("--clean", action="store_true", help="remove the cached replica at the end too")
     args = parser.parse_args()
     steps = set(args.steps.split(","))
@@ -458,8 +476,10 @@ def main() -> None:
     model = build(args.workdir, shape)
     image = photo(args.workdir)
     work = args.workdir / f"outputs-{shape.key}"   # per shape: two runs may share the workdir
-    results: dict[str, Any] = {"replica": shape.key, "params": n_params}
     results_file = args.workdir / f"results-{shape.key}.json"
+    # a bench split into parts (--steps, --keep) adds to the results of the earlier parts
+    results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.update({"replica": shape.key, "params": n_params})
 
     def save() -> None:
         results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False))
@@ -473,10 +493,10 @@ def main() -> None:
             shutil.rmtree(step_convert(model, work, "f16", results))
             step_cp(model, work, results)
             save()
-        for dtype in ("q4_k_m", "q8_0"):
+        for dtype in args.dtypes.split(","):
             if not steps & {"convert", "run", "mtmd-cli", "defaults"}:
                 break
-            out = step_convert(model, work, dtype, results)
+            out = step_convert(model, work, dtype, results, reuse=args.keep)
             save()
             if "run" in steps:
                 step_run(out, image, dtype, results, args.run_threads)
@@ -488,7 +508,8 @@ def main() -> None:
                 for variant, env in VARIANTS.items():
                     step_run(out, image, f"{dtype}/{variant}", results, None, ("en",), env)
                     save()
-            shutil.rmtree(out)
+            if not args.keep:
+                shutil.rmtree(out)
         if "verify" in steps:
             shutil.rmtree(step_convert(model, work, "f16", results, verify=True), ignore_errors=True)
             save()
@@ -496,7 +517,9 @@ def main() -> None:
             step_transformers(model, image, results, args.threads, args.transformers_tokens)
             save()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for leftover in (work.iterdir() if work.is_dir() else ()):
+            if not (args.keep and converted(leftover)):
+                shutil.rmtree(leftover, ignore_errors=True)
         save()
         if args.clean:
             shutil.rmtree(model, ignore_errors=True)

@@ -151,3 +151,23 @@ def test_unigram_sentencepiece_is_refused_not_silently_wrong(zoo, tmp_path):
     with pytest.raises(UnsupportedError, match="unigram"):
         convert(model, tmp_path / "out", dtype="f16", verify=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("gtype", [gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32,
+                                   gguf.GGMLQuantizationType.BF16])
+def test_blockwise_cast_writes_the_bytes_of_the_whole_cast(tmp_path, gtype):
+    """``write_cast`` bounds the float32 intermediate of a transformed tensor (the f16 conversion's peak RSS)
+    and writes exactly what casting the whole array writes, rows split at any block size."""
+    import ml_dtypes
+
+    from vlmkit.gguf.lm import cast, write_cast
+
+    array = (np.random.default_rng(0).standard_normal((37, 24)) * 3).astype(ml_dtypes.bfloat16)
+    whole = cast(array, gtype).tobytes()
+    for max_bytes in (1, 48 * 2 + 1, 10**6):
+        with open(tmp_path / "out.bin", "wb") as out:
+            write_cast(array, gtype, out, max_bytes)
+        assert (tmp_path / "out.bin").read_bytes() == whole
+    with open(tmp_path / "vector.bin", "wb") as out:
+        write_cast(array[0], gtype, out, 4)
+    assert (tmp_path / "vector.bin").read_bytes() == cast(array[0], gtype).tobytes()

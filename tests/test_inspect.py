@@ -143,3 +143,33 @@ def test_cli_json_and_table(zoo):
     out = subprocess.run([sys.executable, "-m", "vlmkit", "inspect", str(folder), "--tree"],
                          capture_output=True, text=True, check=True)
     assert "GPTNeoXForCausalLM" in out.stdout and "components" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", ["f16", "q8_0"])
+def test_run_memory_prediction_holds_the_files_and_cache_vlmkit_run_allocates(zoo, tmp_path, dtype):
+    """``inspect --memory``'s ``vlmkit run`` rows: the weights are the GGUF files ``convert`` writes (within
+    10 %: metadata, the tower's blocks after the feature layer) and the KV cache is the one the llama.cpp
+    backend sizes for an answer about one image (the whole peak is checked at 7.5 B by bench/seed_scale.py)."""
+    import vlmkit
+    from vlmkit.convert import convert
+    from vlmkit.runtime.prompt import load_image
+
+    model = zoo("llava-calm2-siglip")
+    out = tmp_path / "gguf"
+    convert(model, out, dtype=dtype, verify=False)
+    files = sum(f.stat().st_size for f in out.glob("*.gguf"))
+    row = next(r for r in inspect_model(model, memory=True).memory["run"] if r["scheme"] == dtype)
+    assert abs(row["weights"] - files) <= 0.1 * files, (row, files)
+    config = json.loads((model / "config.json").read_text())["text_config"]
+    runner = vlmkit.load(out, device="cpu")
+    try:
+        from skimage import data
+
+        from PIL import Image
+
+        runner.generate("What is this?", images=[load_image(Image.fromarray(data.astronaut()))], max_new_tokens=64)
+        per_position = 2 * config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * (
+            config["hidden_size"] // config["num_attention_heads"])
+        assert row["kv_cache"] == runner.backend.kv_size * per_position
+    finally:
+        runner.close()

@@ -20,6 +20,7 @@ def test_defaults_follow_the_machine(monkeypatch):
     settings = cpu_settings()
     assert settings.threads == usable_cpus() == len(os.sched_getaffinity(0))
     assert settings.n_ubatch == N_UBATCH
+    assert settings.mmap is False   # repacked CPU weights beside a mapped file: ~1.75x the GGUF in RSS
     assert cpu_settings(3).threads == 3
     monkeypatch.setenv("VLMKIT_LLAMACPP_THREADS", "5")
     monkeypatch.setenv("VLMKIT_LLAMACPP_FLASH_ATTN", "0")
@@ -49,6 +50,7 @@ def test_backend_context_gets_the_settings(llava_gguf, monkeypatch):
         assert llama_cpp.llama_n_threads(backend.ctx) == usable_cpus()
         assert llama_cpp.llama_n_threads_batch(backend.ctx) == usable_cpus()
         assert llama_cpp.llama_n_ubatch(backend.ctx) == 256
+        assert backend.settings.mmap is False
         assert backend.mtmd is not None
         assert runner.generate("Hello", max_new_tokens=2).completion_tokens >= 1
     finally:

@@ -361,3 +361,32 @@ def test_decode_image_feeds_the_language_model_like_transformers(zoo, hf_models,
     exact, extra_row = np.abs(ours - ref).max(), np.abs(ours_raw - ref).max()
     assert exact < 2e-3 * np.abs(ref).max() and extra_row > 20 * exact, (exact, extra_row)
     assert (ours.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.parametrize("name", ["llava-calm2-siglip", "llava-clip", "llava-string-template"])
+def test_mmproj_reads_config_and_processor_json_as_transformers_does(zoo, name):
+    """The mmproj's hyper-parameters and image-processor JSON come from the checkpoint's JSON files (transformers'
+    config and image-processor classes import torch); they equal what those classes give, so the files
+    ``convert`` writes are the ones it wrote through transformers."""
+    from transformers import AutoImageProcessor
+
+    from vlmkit.families import family_for
+    from vlmkit.families.base import config_value
+
+    model_dir = zoo(name)
+    config = json.loads((model_dir / "config.json").read_text())
+    mmproj = family_for(config)[0].mmproj
+    as_is = M.full_config(model_dir, config, mmproj)
+    completed = M.full_config(model_dir, config, mmproj, complete=True)
+    assert as_is is config   # transformers 5 saved every field: used as it is
+    assert {k: config_value(as_is, k) for k in mmproj.config_required} == \
+        {k: config_value(completed, k) for k in mmproj.config_required}
+    assert M.image_processor_json(model_dir) == AutoImageProcessor.from_pretrained(model_dir).to_json_string()
+
+
+def test_incomplete_config_is_completed_by_transformers(tiny_dir):
+    """A transformers-4 style config.json (non-default values only) still gets transformers' defaults."""
+    config = _tiny_config()   # no tower eps / activation, no projector activation
+    hp = M.vision_hparams(tiny_dir, config)
+    assert hp["eps"] == 1e-6 and hp["tower_act"] == "gelu"   # SiglipVisionConfig's defaults
+    assert hp["approximations"] == ["projector_hidden_act 'gelu' (erf) runs as ggml's tanh GELU"]  # LlavaConfig's

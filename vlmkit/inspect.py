@@ -16,9 +16,9 @@ from typing import Any
 
 from vlmkit.errors import VlmkitError
 from vlmkit.families import Family, family_for
-from vlmkit.families.base import COMPONENT_ORDER, config_value
+from vlmkit.families.base import COMPONENT_ORDER, PROJECTOR, VISION_TOWER, config_value
 from vlmkit.hub import resolve_model
-from vlmkit.memory import estimate_memory, training_bytes
+from vlmkit.memory import estimate_memory, estimate_run, training_bytes
 from vlmkit.readers import open_checkpoint
 from vlmkit.readers.base import Checkpoint, TensorInfo
 from vlmkit.tokenizer_info import TokenizerSummary, summarize_tokenizer
@@ -294,5 +294,20 @@ def memory_report(view: ModelView) -> dict[str, Any]:
     rows = estimate_memory(view.params.values(), view.layer_count)
     return {
         "inference": [asdict(row) for row in rows],
+        "run": [asdict(row) for row in _run_rows(view)],
         "training": training_bytes(sum(i.numel for i in view.params.values())),
     }
+
+
+def _run_rows(view: ModelView) -> list:
+    """``vlmkit run`` on llama.cpp (one image for a VLM); none when the config lacks the LM's sizes."""
+    text = view.family.text_cfg(view.config) if view.family.text_config else view.config
+    if any(not text.get(key) for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")):
+        return []
+    vision_parts = (VISION_TOWER, PROJECTOR)
+    lm = [i for n, i in view.params.items() if view.family.component_of(n) not in vision_parts]
+    vision = [i for n, i in view.params.items() if view.family.component_of(n) in vision_parts]
+    vis = view.config.get(view.family.vision_config or "", {}) if vision else {}
+    size, patch = vis.get("image_size"), vis.get("patch_size")
+    image_tokens = (int(size) // int(patch)) ** 2 if isinstance(size, int) and isinstance(patch, int) else 0
+    return estimate_run(lm, vision, text, image_tokens)

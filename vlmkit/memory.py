@@ -3,7 +3,15 @@
 Computed from the real tensor shapes (not a parameter count times a constant): quantized formats
 only shrink the 2-D weight matrices whose rows fit the format's block, the rest stays 16/32-bit,
 as llama.cpp and weight-only int8/int4 (AWQ/GPTQ, group 128) schemes do. Like accelerate's
-``estimate-memory``, activations and the KV cache are not included.
+``estimate-memory``, the ``inference`` rows are weights only.
+
+``estimate_run`` predicts what ``vlmkit run`` on llama.cpp peaks at (the process's RSS) answering one image
+and a short question: the GGUF files as ``vlmkit convert`` writes them (language model at the scheme, the
+vision tower and projector in ``mmproj.gguf`` at f16 for quantized types), read into llama.cpp's buffers
+(``vlmkit.llamacpp.settings``: not memory-mapped), the f16 KV cache the backend allocates for that answer,
+llama.cpp's compute buffers (its graph for one micro-batch: hidden states, the FFN's two intermediates and
+a logits row per token) and the process itself (interpreter, libraries, the checkpoint's image processor
+from transformers, which imports torch). Measured against ``bench/seed_scale.py``.
 """
 
 from __future__ import annotations
@@ -81,6 +89,47 @@ def estimate_memory(params: Iterable[TensorInfo], layer_count: int = 0) -> list[
     for scheme in SCHEMES:
         sizes = [_tensor_bytes(info, scheme, layer_count) for info in infos]
         rows.append(MemoryRow(scheme, sum(sizes), max(sizes, default=0)))
+    return rows
+
+
+RUN_SCHEMES = ("f16", "q8_0", "q4_k_m")
+RUN_PROCESS_BYTES = 450 << 20   # python, vlmkit, llama.cpp, transformers' image processor (torch): measured
+RUN_NEW_TOKENS = 64
+RUN_TEXT_TOKENS = 32            # the chat template and a short question around the image
+
+
+@dataclass(frozen=True)
+class RunRow:
+    scheme: str
+    bytes: int              # the predicted peak RSS
+    weights: int            # model.gguf + mmproj.gguf
+    kv_cache: int
+    compute: int
+
+
+def estimate_run(lm: Iterable[TensorInfo], vision: Iterable[TensorInfo], text: dict, image_tokens: int,
+                 n_ubatch: int | None = None) -> list[RunRow]:
+    """``vlmkit run``'s peak RSS on llama.cpp per GGUF scheme (see the module docstring). ``lm`` / ``vision``:
+    the language model's tensors and the tower's + projector's; ``text``: the text config (transformers'
+    names); ``image_tokens``: the image's rows in the prompt (0: a text-only model)."""
+    from vlmkit.llamacpp.settings import N_UBATCH
+    from vlmkit.runtime.llamacpp_backend import KV_STEP, MAX_CTX
+
+    lm, vision = list(lm), list(vision)
+    layers, width = int(text["num_hidden_layers"]), int(text["hidden_size"])
+    heads = int(text["num_attention_heads"])
+    kv_width = int(text.get("num_key_value_heads") or heads) * int(text.get("head_dim") or width // heads)
+    positions = image_tokens + RUN_TEXT_TOKENS + RUN_NEW_TOKENS
+    kv = 2 * layers * kv_width * 2 * min(MAX_CTX, -(-positions // KV_STEP) * KV_STEP)
+    ubatch = min(n_ubatch or N_UBATCH, positions)
+    ffn = int(text.get("intermediate_size") or 4 * width)
+    compute = 4 * ubatch * (int(text["vocab_size"]) + 2 * ffn + 4 * width)
+    rows = []
+    for scheme in RUN_SCHEMES:
+        vision_scheme = scheme if scheme in FLOAT_BYTES else "f16"
+        weights = (sum(_tensor_bytes(i, scheme, layers) for i in lm)
+                   + sum(_tensor_bytes(i, vision_scheme, layers) for i in vision))
+        rows.append(RunRow(scheme, weights + kv + compute + RUN_PROCESS_BYTES, weights, kv, compute))
     return rows
 
 

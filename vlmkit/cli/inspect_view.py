@@ -84,6 +84,9 @@ def _memory(memory: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "scheme" else "right")
     for row in memory["inference"]:
         table.add_row(row["scheme"], human_bytes(row["bytes"]), human_bytes(row["largest_tensor_bytes"]))
+    for row in memory.get("run", []):   # predicted peak RSS, everything included
+        table.add_row(f"vlmkit run, llama.cpp {row['scheme']}: peak RSS (one image, 64 tokens)",
+                      human_bytes(row["bytes"]), "")
     for name, size in memory["training"].items():
         table.add_row(f"train: {name}", human_bytes(size), "")
     return table

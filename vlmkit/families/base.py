@@ -64,6 +64,9 @@ class MmprojMap:
     tower: tuple[tuple[str, str], ...]            # regex -> MODEL_TENSOR name ({bid}, weight / bias from groups)
     projector: tuple[tuple[str, int], ...]        # regex -> index of mm.{bid}
     tower_drop: dict[str, str] = field(default_factory=dict)   # regex -> why it is not exported
+    # Config fields the mmproj export reads (dotted); a config that sets them all is used as it is, one that
+    # does not is completed by transformers' config class (whose import costs ~250 MB: it imports torch)
+    config_required: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,14 +137,19 @@ class Family:
 
     def has_required(self, config: dict[str, Any]) -> bool:
         """Whether ``config`` sets every field of ``config_required`` (one of each tuple of alternatives)."""
-        return all(any(config_value(config, key) is not None for key in ((need,) if isinstance(need, str) else need))
-                   for need in self.config_required)
+        return has_fields(config, self.config_required)
 
     def ties_active(self, config: dict[str, Any]) -> bool:
         """Whether ``tied`` applies: the flag is looked up in the text config, then the top level
         (transformers defaults it to True)."""
         text = self.text_cfg(config)
         return bool(text.get(self.tie_flag, config.get(self.tie_flag, True)))
+
+
+def has_fields(config: dict[str, Any], fields: tuple[str | tuple[str, ...], ...]) -> bool:
+    """Whether ``config`` sets every dotted field of ``fields`` (a tuple inside lists alternatives)."""
+    return all(any(config_value(config, key) is not None for key in ((need,) if isinstance(need, str) else need))
+               for need in fields)
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:

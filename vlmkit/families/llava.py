@@ -42,6 +42,10 @@ MMPROJ = MmprojMap(
         r"^head\.": "SigLIP attention-pool head: makes the pooled output, which LLaVA does not use",
         r"position_ids$": "saved buffer (arange), not a parameter",
     },
+    config_required=tuple(f"vision_config.{key}" for key in (
+        "model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+        "layer_norm_eps", "hidden_act", "image_size", "patch_size")) + (
+        "text_config.hidden_size", "vision_feature_layer", "vision_feature_select_strategy", "projector_hidden_act"),
 )
 
 # Towers that transformers wraps as ``XVisionModel(vision_model=XVisionTransformer)``: vLLM builds the same

@@ -60,7 +60,7 @@ import numpy as np
 from vlmkit.constants import FLOAT_TYPES, ggml_nbytes, output_type
 from vlmkit.errors import CheckpointError, UnsupportedError, VlmkitError
 from vlmkit.families import family_for
-from vlmkit.families.base import MmprojMap
+from vlmkit.families.base import MmprojMap, has_fields
 from vlmkit.readers.base import one_line
 
 GT = gguf.GGMLQuantizationType
@@ -96,7 +96,7 @@ class _Tensor:
     name: str
     shape: tuple[int, ...]
     gtype: GT
-    produce: Callable[[], np.ndarray]     # float32 data in PyTorch layout
+    produce: Callable[[], np.ndarray]     # the data in PyTorch layout (any float dtype)
     source: str
 
 
@@ -137,9 +137,9 @@ def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_p
 def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Everything the mmproj metadata needs, from the config (transformers' defaults filled in) and the
     image processor files. Raises UnsupportedError for what mtmd's llava graph cannot reproduce."""
-    full = _full_config(model_dir, config)
-    vis, text = full["vision_config"], full["text_config"]
     mmproj = family_for(config)[0].mmproj
+    full = full_config(model_dir, config, mmproj)
+    vis, text = full["vision_config"], full["text_config"]
     towers = mmproj.towers if mmproj else {}
     if vis.get("model_type") not in towers:
         raise UnsupportedError(model_dir, f"mmproj: vision tower {vis.get('model_type')!r} "
@@ -164,9 +164,15 @@ def vision_hparams(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _full_config(model_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """config.json keeps only non-default values; transformers' config class fills in the rest
-    (tower eps and activation, LLaVA's feature layer / select strategy / projector activation)."""
+def full_config(model_dir: Path, config: dict[str, Any], mmproj: MmprojMap | None,
+                complete: bool = False) -> dict[str, Any]:
+    """The config with every field the mmproj reads: as it is when it sets them all (transformers 5 saves
+    every field), else completed by transformers' config class (transformers 4 saved only non-default
+    values: tower eps and activation, LLaVA's feature layer / select strategy / projector activation).
+    That class imports torch (~250 MB), which a conversion that only streams tensors does without.
+    ``complete=True`` always goes through transformers (the tests compare the two)."""
+    if not complete and mmproj is not None and has_fields(config, mmproj.config_required):
+        return config
     from transformers import LlavaConfig
 
     try:
@@ -237,23 +243,15 @@ def image_processor_config(model_dir: Path) -> tuple[Path, dict[str, Any]] | Non
 
 
 def image_processor_json(model_dir: Path) -> str | None:
-    """The image processor transformers loads for the checkpoint, as JSON (its class name included), for
-    the runtime to resize exactly as it does; None when the saved config does not name its processor
-    class (transformers would guess one from config.json) or transformers cannot load it (mtmd then
-    resizes)."""
-    from transformers import AutoImageProcessor
-
-    from vlmkit.logs import quiet_transformers
-
+    """The checkpoint's saved image-processor config (its class name included) as transformers writes it
+    (``to_json_string``: sorted keys, indent 2), for the runtime to load that processor and resize exactly
+    as it does (``vlmkit.llamacpp.mtmd.ModelPixels``, which also fills in the defaults an older file leaves
+    out); None when the saved config does not name its processor class (transformers would guess one from
+    config.json). Read from the JSON, not through transformers: its image processors import torch."""
     found = image_processor_config(model_dir)
-    if found is None or "image_processor_type" not in found[1]:
+    if found is None or not isinstance(found[1].get("image_processor_type"), str):
         return None
-    quiet_transformers()
-    try:
-        processor = AutoImageProcessor.from_pretrained(model_dir)
-    except (OSError, ValueError, KeyError):
-        return None
-    return processor.to_json_string()
+    return json.dumps(found[1], indent=2, sort_keys=True) + "\n"
 
 
 def image_normalization(model_dir: Path) -> tuple[list[float], list[float]]:
@@ -394,7 +392,7 @@ def _out_type(gguf_name: str, ndim: int, want: GT, source_dtype: str) -> GT:
 
 def _tensor(source, name: str, gguf_name: str, hp: dict[str, Any], want: GT) -> _Tensor:
     shape = tuple(source.infos[name].shape)
-    produce = lambda: np.asarray(source.read(name), dtype=np.float32)  # noqa: E731
+    produce = lambda: source.read(name)  # noqa: E731  (cast to the output type a block of rows at a time)
     if gguf_name.startswith("v.position_embd") and hp["has_cls"]:
         produce = _cls_last(produce)
     gtype = _out_type(gguf_name, len(shape), want, source.infos[name].dtype)
@@ -461,12 +459,12 @@ def _nbytes(t: _Tensor) -> int:
 
 def _writer(t: _Tensor) -> Callable:
     def write(fout) -> None:
-        from vlmkit.gguf.lm import cast
+        from vlmkit.gguf.lm import write_cast
 
         data = t.produce()
         if data.shape != t.shape:
             raise CheckpointError(None, f"{t.source}: shape {data.shape}, header says {t.shape}")
-        cast(data, t.gtype).tofile(fout)
+        write_cast(data, t.gtype, fout)
     return write
 
 

@@ -115,13 +115,19 @@ class ModelPixels:
 
     @classmethod
     def for_mmproj(cls, mmproj: Path) -> ModelPixels | None:
-        """From the mmproj's ``vlmkit.mmproj.image_processor`` key; None for mmprojs without it."""
+        """From the mmproj's ``vlmkit.mmproj.image_processor`` key; None (mtmd resizes) for mmprojs without
+        it or whose processor this transformers cannot load (convert stores the checkpoint's JSON as is)."""
         import gguf
 
         from vlmkit.gguf_keys import KEY_IMAGE_PROCESSOR
 
         field = gguf.GGUFReader(mmproj).get_field(KEY_IMAGE_PROCESSOR)
-        return cls(json.loads(str(field.contents()))) if field is not None else None
+        if field is None:
+            return None
+        try:
+            return cls(json.loads(str(field.contents())))
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 @dataclass

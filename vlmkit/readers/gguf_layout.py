@@ -6,16 +6,25 @@ until the process runs out of memory (seen with a 1.6 kB file). Here every count
 checked against the bytes that remain before anything is allocated for it, so a lying file costs at
 most its own size. The layout is gguf-py's ``GGUFReader`` / llama.cpp's ``gguf.cpp``: little-endian,
 u64 lengths and counts, strings as (u64 length, bytes).
+
+``read_values`` walks the same way to pick a few scalar / string values out of the KV section: gguf-py's
+``GGUFReader`` first builds a numpy view for every element of every array, ~2 s for a 65k-token vocabulary,
+which ``vlmkit run`` would pay for each key it looks up.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from vlmkit.errors import CheckpointError
 
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # GGUFValueType
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                   12: "<d"}                                                            # GGUFValueType
+_SCALAR_BYTES = {vtype: struct.calcsize(fmt) for vtype, fmt in _SCALAR_FORMATS.items()}
 _STRING, _ARRAY = 8, 9
 _MAX_DIMS = 4          # GGML_MAX_DIMS
 _MAX_DEPTH = 4         # arrays of arrays nest at most this deep
@@ -48,13 +57,7 @@ class _Cursor:
 
 def check_layout(path: Path, data: bytes) -> None:
     """Raise a one-line CheckpointError unless every count in ``data`` (the whole file) fits in it."""
-    cursor = _Cursor(path, data)
-    cursor.take(4, "magic")
-    version = cursor.u32("version")
-    if version not in (2, 3):
-        raise CheckpointError(path, f"GGUF version {version} is not supported (2 or 3)")
-    n_tensors, n_kv = cursor.u64("tensor count"), cursor.u64("KV count")
-    _check_count(cursor, n_kv, 13, "KV count")          # key length 8 + 1 byte + type 4
+    cursor, n_tensors, n_kv = _header(path, data)
     for index in range(n_kv):
         key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
         _skip_value(cursor, cursor.u32(f"KV '{key}' type"), f"KV '{key}'", 0)
@@ -65,6 +68,80 @@ def check_layout(path: Path, data: bytes) -> None:
         if n_dims > _MAX_DIMS:
             raise CheckpointError(path, f"tensor '{name}' has {n_dims} dimensions (GGUF allows {_MAX_DIMS})")
         cursor.take(8 * n_dims + 4 + 8, f"tensor '{name}' info")
+
+
+def check_file(path: Path, keys: Collection[str] = ()) -> dict[str, Any]:
+    """``check_layout`` of the file at ``path``, then every tensor's data must lie inside it (as llama.cpp
+    checks when it loads); returns ``read_values(path, keys)``. What ``vlmkit run`` checks before handing a
+    GGUF to llama.cpp, without gguf-py's GGUFReader (~2 s for a 65k-token vocabulary)."""
+    import gguf
+
+    found: dict[str, Any] = {}
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        check_layout(path, data)   # type: ignore[arg-type]
+        cursor, n_tensors, n_kv = _header(path, data)   # type: ignore[arg-type]
+        wanted = {*keys, gguf.Keys.General.ALIGNMENT}
+        for index in range(n_kv):
+            key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
+            _read_or_skip(cursor, key, cursor.u32(f"KV '{key}' type"), wanted, found)
+        tensors = [_tensor_info(cursor) for _ in range(n_tensors)]
+        alignment = int(found.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT)) or 1
+        room = len(data) - -(-cursor.pos // alignment) * alignment
+    for name, dims, ggml_type, offset in tensors:
+        try:
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+        except (ValueError, KeyError):
+            raise CheckpointError(path, f"tensor '{name}' has unknown type {ggml_type} (corrupt GGUF?)") from None
+        count = 1
+        for n in dims:
+            count *= n
+        if dims and dims[0] % block or offset + count // block * size > room:
+            raise CheckpointError(path, f"tensor '{name}' data runs past the end of the file ({room} bytes of "
+                                        "tensor data; truncated or corrupt GGUF)")
+    return {key: value for key, value in found.items() if key in keys}
+
+
+def _tensor_info(cursor: _Cursor) -> tuple[str, list[int], int, int]:
+    name = cursor.string("tensor name").decode("utf-8", "replace")
+    dims = [cursor.u64(f"tensor '{name}' dimension") for _ in range(cursor.u32(f"tensor '{name}' dimensions"))]
+    return name, dims, cursor.u32(f"tensor '{name}' type"), cursor.u64(f"tensor '{name}' offset")
+
+
+def _read_or_skip(cursor: _Cursor, key: str, vtype: int, keys: Collection[str], found: dict[str, Any]) -> None:
+    what = f"KV '{key}'"
+    if key in keys and vtype in _SCALAR_FORMATS:
+        found[key] = struct.unpack(_SCALAR_FORMATS[vtype], cursor.take(_SCALAR_BYTES[vtype], what))[0]
+    elif key in keys and vtype == _STRING:
+        found[key] = cursor.string(what).decode("utf-8", "replace")
+    else:
+        _skip_value(cursor, vtype, what, 0)
+
+
+def read_values(path: Path, keys: Collection[str]) -> dict[str, Any]:
+    """The values of those of ``keys`` that the GGUF at ``path`` holds as a scalar or a string (decoded);
+    every other value is skipped unread. A damaged file raises the one-line CheckpointError of
+    ``check_layout``."""
+    found: dict[str, Any] = {}
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        cursor, _, n_kv = _header(path, data)   # type: ignore[arg-type]
+        for index in range(n_kv):
+            if len(found) == len(keys):
+                break
+            key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
+            _read_or_skip(cursor, key, cursor.u32(f"KV '{key}' type"), keys, found)
+    return found
+
+
+def _header(path: Path, data: bytes) -> tuple[_Cursor, int, int]:
+    """A cursor after the header, the tensor count and the KV count (checked to fit)."""
+    cursor = _Cursor(path, data)
+    cursor.take(4, "magic")
+    version = cursor.u32("version")
+    if version not in (2, 3):
+        raise CheckpointError(path, f"GGUF version {version} is not supported (2 or 3)")
+    n_tensors, n_kv = cursor.u64("tensor count"), cursor.u64("KV count")
+    _check_count(cursor, n_kv, 13, "KV count")          # key length 8 + 1 byte + type 4
+    return cursor, n_tensors, n_kv
 
 
 def _check_count(cursor: _Cursor, count: int, min_bytes: int, what: str) -> None:

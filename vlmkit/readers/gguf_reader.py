@@ -80,9 +80,8 @@ def _check_counts(path: Path) -> None:
         check_layout(path, data)  # type: ignore[arg-type]
 
 
-def open_gguf(path: Path) -> GGUFCheckpoint:
-    from gguf import GGUFReader
-
+def _check_start(path: Path) -> int:
+    """The file's size, once its magic and minimal size are those of a GGUF."""
     size = path.stat().st_size
     with open(path, "rb") as file:
         magic = file.read(4)
@@ -90,6 +89,23 @@ def open_gguf(path: Path) -> GGUFCheckpoint:
         raise CheckpointError(path, f"bad magic {magic!r}, expected b'GGUF': not a GGUF file")
     if size < _MIN_SIZE:
         raise CheckpointError(path, f"file truncated: {size} bytes, shorter than a GGUF header")
+    return size
+
+
+def check_gguf(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The checks ``open_gguf`` makes before gguf-py reads the file, and every tensor inside it
+    (``gguf_layout.check_file``), without building gguf-py's fields; returns the scalar / string values of
+    ``keys`` the file holds."""
+    from vlmkit.readers.gguf_layout import check_file
+
+    _check_start(path)
+    return check_file(path, keys)
+
+
+def open_gguf(path: Path) -> GGUFCheckpoint:
+    from gguf import GGUFReader
+
+    size = _check_start(path)
     _check_counts(path)
     try:
         reader = GGUFReader(path, "r")

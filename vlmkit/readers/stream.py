@@ -24,7 +24,7 @@ from vlmkit.errors import DISK_FULL_ERRNOS, CheckpointError
 if TYPE_CHECKING:
     from vlmkit.readers.base import TensorInfo
 
-ROW_BLOCK_BYTES = 32 << 20
+ROW_BLOCK_BYTES = 8 << 20   # a bf16 block passes through float32 (2x) and the output type: ~32 MB at once
 _COPY_CHUNK = 1 << 30
 _READ_CHUNK = 1 << 24
 

@@ -42,14 +42,18 @@ start of the text, never after a special token. llama.cpp's ``add_space_prefix``
 prefixes every text after a special token), so the backend turns it off and adds the one leading space itself."""
 
 
-def gguf_field(path: Path, key: str) -> str | None:
-    try:
-        from gguf import GGUFReader
+def gguf_fields(path: Path, *keys: str) -> dict[str, str]:
+    """The string values of ``keys`` the GGUF holds (one walk of its KV section, no tensor read)."""
+    from vlmkit.readers.gguf_layout import read_values
 
-        field = GGUFReader(path).get_field(key)
-        return str(field.contents()) if field is not None else None
-    except Exception:  # a corrupt file: llama.cpp's own message says more
-        return None
+    try:
+        return {key: str(value) for key, value in read_values(path, keys).items()}
+    except (OSError, VlmkitError, ValueError):  # a corrupt file: llama.cpp's own message says more
+        return {}
+
+
+def gguf_field(path: Path, key: str) -> str | None:
+    return gguf_fields(path, key).get(key)
 
 
 class LlamaCppBackend:
@@ -87,7 +91,7 @@ class LlamaCppBackend:
     def _check_pair(self, mmproj: Path) -> None:
         """Refuse an mmproj stamped by another ``vlmkit convert`` than the model (its embeddings are for
         another language model, or an older conversion of this one)."""
-        ours, theirs = gguf_field(self.path, KEY_CONVERSION_ID), gguf_field(mmproj, KEY_CONVERSION_ID)
+        ours, theirs = self._meta.get(KEY_CONVERSION_ID), gguf_field(mmproj, KEY_CONVERSION_ID)
         if ours and theirs and ours != theirs:
             self.close()
             raise VlmkitError(mmproj, f"comes from another conversion than {self.path.name} ({KEY_CONVERSION_ID} "
@@ -101,7 +105,8 @@ class LlamaCppBackend:
             raise UnsupportedError(None, "--device cuda: this llama-cpp-python build has no GPU support")
         self.gpu_layers = -1 if gpu and device != "cpu" else 0
         params = model_params(self.gpu_layers, mmap=self.settings.mmap)
-        self.prepend_first = gguf_field(self.path, PREPEND_SCHEME_KEY) == "first"
+        self._meta = gguf_fields(self.path, PREPEND_SCHEME_KEY, KEY_CONVERSION_ID)
+        self.prepend_first = self._meta.get(PREPEND_SCHEME_KEY) == "first"
         if self.prepend_first:
             self._overrides = native.kv_overrides({"tokenizer.ggml.add_space_prefix": False})
             params.kv_overrides = self._overrides
