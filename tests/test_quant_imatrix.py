@@ -71,17 +71,17 @@ def test_recorded_awq_folds_replay_the_float_weights_exactly() -> None:
     spec = QuantSpec("awq", 4, 32, True, False)
     import vlmkit.quant.blocks as blocks
 
-    original = blocks._quantize
+    original = blocks.clip_search  # AWQ's clipping search receives each (scaled) float weight it rounds
 
     def spy(w, *args, **kwargs):
         seen[f"{len(seen)}"] = w.clone()
         return original(w, *args, **kwargs)
 
-    blocks._quantize = spy
+    blocks.clip_search = spy
     try:
         done = quantize_block(block, names, {n: 32 for n in names}, spec, items, None)
     finally:
-        blocks._quantize = original
+        blocks.clip_search = original
     assert done.folds, "AWQ found no module to fold into"
     replay = LlamaDecoderLayer(config, 0).eval()
     replay.load_state_dict(fresh)
