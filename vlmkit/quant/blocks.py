@@ -131,7 +131,7 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
         s, note = scales[leader]
         sq_sum = stat.hessian.sum.diagonal().float() / s.pow(2)  # the folded Linear sees x / s
         originals = {name: modules[name].weight.detach().float().clone() for name in stat.members}
-        if spec.method == "awq":
+        if spec.method == "awq" and spec.awq_clip:
             chosen, note = _awq_clip(block, stat, originals, h / s.unsqueeze(0) / s.unsqueeze(1), group_of, spec,
                                      items, scale_grid, note)
         else:
