@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 GRID = 20
+NO_SCALES = "none"  # the label of s = 1
 
 
 def _scalable(module: nn.Module, width: int) -> bool:
@@ -75,7 +76,7 @@ def scale_candidates(x_abs_mean: torch.Tensor, weights: list[torch.Tensor], grou
     19/20``, each normalised to ``max·min = 1``. With ``s = 1`` in the grid the search never picks scales
     that raise the calibration error above round-to-nearest's."""
     w_mean = _weight_mean(torch.cat([w.float() for w in weights]), group_size)
-    out = [("none", torch.ones_like(x_abs_mean))]
+    out = [(NO_SCALES, torch.ones_like(x_abs_mean))]
     for step in range(GRID):
         ratio = step / GRID
         s = (x_abs_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4)).clamp(min=1e-4)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vlmkit.quant.awq import (
+    NO_SCALES,
     OutputError,
     clip_search,
     find_predecessor,
@@ -211,6 +212,8 @@ def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str
     error = OutputError(modules[parent], linears, _module_calls(block, modules[parent], items))
     candidates = scale_candidates(stat.abs_mean, [lin.weight.detach() for lin in linears], group)
     scales, label = search_scales(candidates, error.scaled(on_grid))
+    if label == NO_SCALES:
+        return scales, "no scales (s = 1 had the lowest output error on the calibration set)"
     fold(modules[predecessor], linears, scales)
     folds.append(Fold(predecessor, list(stat.members), scales))
     return scales, f"scales folded into {predecessor} ({label})"
