@@ -171,7 +171,8 @@ def _awq_clip(block: nn.Module, stat: InputStats, originals: dict[str, torch.Ten
     parent = _common_parent(stat.members)
     if parent in stat.members:  # the clipping search already minimised this Linear's own output error
         return clipped, note
-    error = OutputError(modules[parent], [modules[n] for n in stat.members], _module_calls(block, modules[parent], items))
+    linears = [modules[n] for n in stat.members]
+    error = OutputError(modules[parent], linears, _module_calls(block, modules[parent], items))
     chosen = dict(clipped)
     best = error([chosen[n].weight for n in stat.members])
     for name in stat.members:  # greedy: drop one Linear's clipping at a time, keep what lowers the error
