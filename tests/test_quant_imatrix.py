@@ -48,7 +48,8 @@ def test_malformed_imatrix_is_one_line_naming_the_file(tmp_path: Path, content: 
     assert "bad.imatrix" in str(error.value) and "\n" not in str(error.value)
 
 
-def test_recorded_awq_folds_replay_the_float_weights_exactly() -> None:
+@pytest.mark.parametrize("clip,rounder", [(False, "_quantize"), (True, "clip_search")])
+def test_recorded_awq_folds_replay_the_float_weights_exactly(clip: bool, rounder: str) -> None:
     """What llama.cpp's quantizer starts from (FoldedWeights) is bit-for-bit the weight AWQ rounded."""
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
@@ -68,20 +69,20 @@ def test_recorded_awq_folds_replay_the_float_weights_exactly() -> None:
                                       "position_ids": position_ids})]
     names = [n for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
     seen: dict[str, torch.Tensor] = {}
-    spec = QuantSpec("awq", 4, 32, True, False)
+    spec = QuantSpec("awq", 4, 32, True, False, awq_clip=clip)
     import vlmkit.quant.blocks as blocks
 
-    original = blocks._quantize
+    original = getattr(blocks, rounder)  # receives each (scaled) float weight AWQ rounds
 
     def spy(w, *args, **kwargs):
         seen[f"{len(seen)}"] = w.clone()
         return original(w, *args, **kwargs)
 
-    blocks._quantize = spy
+    setattr(blocks, rounder, spy)
     try:
         done = quantize_block(block, names, {n: 32 for n in names}, spec, items, None)
     finally:
-        blocks._quantize = original
+        setattr(blocks, rounder, original)
     assert done.folds, "AWQ found no module to fold into"
     replay = LlamaDecoderLayer(config, 0).eval()
     replay.load_state_dict(fresh)

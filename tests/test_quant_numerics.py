@@ -58,6 +58,30 @@ def test_gptq_lowers_output_error_below_rtn() -> None:
         assert torch.equal(fake_quant(q.weight, q.scale, q.zero_point, args), q.weight)  # on its grid
 
 
+def test_awq_clip_search_never_raises_a_groups_output_error() -> None:
+    """AutoAWQ's auto_clip: per (row, group) the shrink with the lowest ``δᵀ H_gg δ``; shrink 1 (plain min/max) is
+    on the grid, so no group gets worse, and on heavy-tailed weights some get better."""
+    from vlmkit.quant.awq import clip_search
+    from vlmkit.quant.rtn import qparams
+
+    torch.manual_seed(0)
+    weight = torch.randn(32, 256) ** 3  # outliers: where clipping pays
+    x = torch.randn(2048, 256) * torch.linspace(0.2, 2, 256)
+    hessian = Hessian(256)
+    hessian.add(x)
+    args = quant_args(4, True, 128)
+
+    def group_errors(scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        delta = (fake_quant(weight, scale, zero, args) - weight).reshape(32, 2, 128)
+        return torch.stack([torch.einsum("ri,ij,rj->r", delta[:, g], hessian.matrix[g * 128:(g + 1) * 128,
+                                                                                    g * 128:(g + 1) * 128],
+                                         delta[:, g]) for g in range(2)], 1)
+
+    clipped, plain = group_errors(*clip_search(weight, hessian.matrix, args)), group_errors(*qparams(weight, args))
+    assert bool((clipped <= plain * (1 + 1e-5)).all())
+    assert float(clipped.sum()) < 0.9 * float(plain.sum())
+
+
 @pytest.mark.parametrize("bits,gtype", [(4, gguf.GGMLQuantizationType.Q4_0), (8, gguf.GGMLQuantizationType.Q8_0)])
 def test_exact_gguf_blocks_dequantize_to_the_methods_values(bits: int, gtype) -> None:
     """Our Q4_0 / Q8_0 blocks, read back by gguf-py's ggml-layout dequantizer, give scale·q exactly; and where

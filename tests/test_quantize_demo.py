@@ -1,6 +1,10 @@
 """The demo VLM quantized on image+text calibration (the demo generator's training split, 64 questions): GPTQ and
-AWQ W4 (group 128: the demo LM's widths 256 and 512 divide it, no fallback) lose less than RTN W4 on 32 held-out
-test-split image questions; the slow test scores each on the full MME-style test split."""
+AWQ W4 (group 128: the demo LM's widths 256 and 512 divide it, no fallback) lose less than RTN W4 on the whole
+test split (600 image questions) held out; the slow test scores each on that split against the issue's budgets.
+
+All 600, not 32: a mean KLD over a few questions is dominated by a few tokens. On the stage-3 weights RTN W4 has
+0.030 on the first 160 and 0.038 on all 600, AWQ W4 0.025 and 0.029; on the stage-2 weights 32 questions could
+not tell AWQ from RTN (0.0186 vs 0.0188) where 160 could (0.022 vs 0.031)."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import pytest
 from vlmkit.quant.pipeline import quantize
 
 HELD_OUT = "held-out image questions"
+HELD_OUT_N = 600
 
 
-def _run(tmp: Path, method: str, bits: int, samples: int = 64, held_out: int = 32):
+def _run(tmp: Path, method: str, bits: int, samples: int = 64, held_out: int = HELD_OUT_N):
     return quantize("demo", tmp / f"{method}{bits}", method=method, bits=bits, group_size=128, calib="demo",
                     samples=samples, held_out=held_out, progress=False)
 
@@ -29,30 +34,36 @@ def test_demo_lm_widths_take_group_128_without_fallback(w4) -> None:
     assert all("fallback" not in why for why in w4["rtn"].quantized.values())
 
 
-AWQ_LOSES = ("issue 13, open: on the retrained demo weights AWQ W4 (64 samples) has a higher held-out mean KLD than "
-             "RTN W4 (0.0216 vs 0.0188); on the previous weights it was 0.023 vs 0.051")
-
-
-@pytest.mark.parametrize("method", ["gptq", pytest.param("awq", marks=pytest.mark.xfail(strict=True, reason=AWQ_LOSES))])
+@pytest.mark.parametrize("method", ["gptq", "awq"])
 def test_gptq_and_awq_beat_rtn_on_held_out_image_questions(w4, method: str) -> None:
     ours, rtn = w4[method].quality[HELD_OUT], w4["rtn"].quality[HELD_OUT]
-    assert ours["n_samples"] == 32
+    assert ours["n_samples"] == HELD_OUT_N
     assert ours["mean_kld"] < 0.8 * rtn["mean_kld"]
 
 
-@pytest.mark.slow
-def test_demo_mme_totals(tmp_path: Path) -> None:
-    """5–10 minutes on 2 cores: four quantizations and four full test-split scores (600 questions).
+AWQ_TOTAL = ("issue 13, open: AWQ W4 scores 743 (64 calibration questions) and 745 (128, the count a validation "
+             "set chose) on the test split against fp32's 749; on the validation set (train split, seed 1) it is "
+             "within 1 of fp32's 763 at every count from 16 to 256")
 
-    The issue's budgets (W8 within 0.5 points of fp32, W4 GPTQ / AWQ within 2) are not what this model allows:
-    llama.cpp's own q8_0 of it already scores 674 (README), and a W4 total moves by ±4 with the calibration set's
-    size while the held-out KLD ordering holds. Asserted: the measured totals (README table), each exactly."""
+
+@pytest.fixture(scope="module")
+def test_split():
     from vlmkit.eval.vqa import evaluate, split_questions
 
     questions = split_questions("test")
-    expected = {("rtn", 8): 674.0, ("rtn", 4): 675.0, ("gptq", 4): 679.0, ("awq", 4): 671.0}
-    totals = {}
-    for method, bits in expected:
-        result = _run(tmp_path, method, bits)
-        totals[method, bits] = evaluate(questions, result.out)["total"]
-    assert totals == expected
+    return questions, evaluate(questions, "demo")["total"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,bits,budget", [("rtn", 8, 0.5), ("gptq", 4, 2.0),
+                                               pytest.param("awq", 4, 2.0, marks=pytest.mark.xfail(strict=True,
+                                                                                                   reason=AWQ_TOTAL))])
+def test_demo_mme_total_within_the_issues_budget(test_split, tmp_path: Path, method: str, bits: int,
+                                                 budget: float) -> None:
+    """The issue's budgets on the MME-style total of the 600 test-split questions: W8 within 0.5 points of fp32,
+    W4 GPTQ / AWQ within 2 (about a minute each on 2 cores)."""
+    from vlmkit.eval.vqa import evaluate
+
+    questions, fp32 = test_split
+    total = evaluate(questions, _run(tmp_path, method, bits, held_out=1).out)["total"]
+    assert abs(total - fp32) <= budget, (total, fp32)

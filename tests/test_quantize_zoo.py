@@ -14,8 +14,8 @@ from vlmkit.quant.calibration import FINGERPRINT_FILE
 from vlmkit.quant.pipeline import quantize
 from vlmkit.runtime.transformers_backend import model_class
 
-CASES = [("llava-calm2-siglip", "gptq"), ("llava-clip", "awq"), ("llama", "gptq"), ("opencalm", "awq"),
-         ("vila", "rtn")]
+CASES = [("llava-calm2-siglip", "gptq", {}), ("llava-clip", "awq", {}), ("llama", "gptq", {}),
+         ("opencalm", "awq", {"awq_clip": True}), ("vila", "rtn", {})]
 
 
 def reload_logits_match(out: Path, result) -> None:
@@ -30,11 +30,12 @@ def reload_logits_match(out: Path, result) -> None:
             torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,method", CASES)
-def test_zoo_model_quantizes_and_reloads_in_transformers(zoo, tmp_path: Path, name: str, method: str) -> None:
+@pytest.mark.parametrize("name,method,options", CASES)
+def test_zoo_model_quantizes_and_reloads_in_transformers(zoo, tmp_path: Path, name: str, method: str,
+                                                         options: dict) -> None:
     out = tmp_path / "q"
     result = quantize(zoo(name), out, method=method, bits=4, group_size=128, calib="demo", samples=6,
-                      held_out=3, progress=False, keep_logits=True)
+                      held_out=3, progress=False, keep_logits=True, **options)
     reload_logits_match(out, result)
     lm = out / "llm" if name == "vila" else out
     config = json.loads((lm / "config.json").read_text())["quantization_config"]

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from vlmkit.quant.awq import (
+    NO_SCALES,
+    OutputError,
     clip_search,
     find_predecessor,
     fold,
-    hessian_loss,
-    module_loss,
+    scale_candidates,
     search_scales,
 )
 from vlmkit.quant.capture import BlockInput, run_block
@@ -130,27 +131,59 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
         h = stat.hessian.matrix
         s, note = scales[leader]
         sq_sum = stat.hessian.sum.diagonal().float() / s.pow(2)  # the folded Linear sees x / s
+        originals = {name: modules[name].weight.detach().float().clone() for name in stat.members}
+        if spec.method == "awq" and spec.awq_clip:
+            chosen, note = _awq_clip(block, stat, originals, h / s.unsqueeze(0) / s.unsqueeze(1), group_of, spec,
+                                     items, scale_grid, note)
+        else:
+            chosen = {name: _quantize(w, h, spec, quant_args(spec.bits, spec.symmetric, group_of[name]), scale_grid)
+                      for name, w in originals.items()}
         for name in stat.members:
-            linear = modules[name]
-            args = quant_args(spec.bits, spec.symmetric, group_of[name])
-            w = linear.weight.detach().float().clone()
-            q = _quantize(w, h, s, args, spec, scale_grid)
+            q, w = chosen[name], originals[name]
             with torch.no_grad():
-                linear.weight.copy_(q.weight)
+                modules[name].weight.copy_(q.weight)
             results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note, sq_sum,
                                         stat.hessian.count))
     return BlockResult(results, folds)
 
 
-def _quantize(w: torch.Tensor, h: torch.Tensor, scales: torch.Tensor, args, spec: QuantSpec,
-              scale_grid: torch.dtype | None) -> QuantizedWeight:
+def _quantize(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec, args, scale_grid: torch.dtype | None
+              ) -> QuantizedWeight:
     if spec.method == "gptq":
         return gptq(w, h, args, spec.damp, spec.act_order, scale_grid)
-    if spec.method == "awq":  # clipping searched on the scaled weight, inputs x / s
-        h_scaled = h / scales.unsqueeze(0) / scales.unsqueeze(1)
-        scale, zero = clip_search(w, h_scaled, args, scale_grid)
-        return QuantizedWeight(fake_quant(w, scale, zero, args), scale, zero, args)
     return rtn(w, args, scale_grid)
+
+
+def _awq_clip(block: nn.Module, stat: InputStats, originals: dict[str, torch.Tensor], h_scaled: torch.Tensor,
+              group_of: dict[str, int], spec: QuantSpec, items: list[BlockInput], scale_grid: torch.dtype | None,
+              note: str | None) -> tuple[dict[str, QuantizedWeight], str | None]:
+    """AutoAWQ's clipping search on the scaled weights (inputs ``x / s``), per Linear; where the group feeds a
+    larger module (q/k/v: the attention), a Linear keeps its clipping only if that lowers the module's output
+    error: AutoAWQ skips clipping q and k by name ("due to qk bmm, it is hard to clip precisely"), vlmkit
+    measures it."""
+    plain, clipped = {}, {}
+    for name, w in originals.items():
+        args = quant_args(spec.bits, spec.symmetric, group_of[name])
+        plain[name] = rtn(w, args, scale_grid)
+        scale, zero = clip_search(w, h_scaled, args, scale_grid)
+        clipped[name] = QuantizedWeight(fake_quant(w, scale, zero, args), scale, zero, args)
+    modules = dict(block.named_modules())
+    parent = _common_parent(stat.members)
+    if parent in stat.members:  # the clipping search already minimised this Linear's own output error
+        return clipped, note
+    linears = [modules[n] for n in stat.members]
+    error = OutputError(modules[parent], linears, _module_calls(block, modules[parent], items))
+    chosen = dict(clipped)
+    best = error([chosen[n].weight for n in stat.members])
+    for name in stat.members:  # greedy: drop one Linear's clipping at a time, keep what lowers the error
+        trial = {**chosen, name: plain[name]}
+        value = error([trial[n].weight for n in stat.members])
+        if value < best:
+            chosen, best = trial, value
+    unclipped = [n for n in stat.members if chosen[n] is plain[n]]
+    if unclipped:
+        note = f"{note}; not clipped (raises {parent}'s output error): {', '.join(unclipped)}"
+    return chosen, note
 
 
 def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Tensor) -> float:
@@ -176,16 +209,15 @@ def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str
         return fake_quant(w, scale, zero, args)
 
     linears = [modules[n] for n in stat.members]
-    weights = [lin.weight.detach() for lin in linears]
     parent = _common_parent(stat.members)
-    if parent in stat.members:
-        loss = hessian_loss(weights, stat.hessian.matrix, on_grid)
-    else:
-        loss = module_loss(modules[parent], linears, _module_calls(block, modules[parent], items), on_grid)
-    scales, ratio = search_scales(weights, stat.abs_mean, group, loss)
+    error = OutputError(modules[parent], linears, _module_calls(block, modules[parent], items))
+    candidates = scale_candidates(stat.abs_mean, [lin.weight.detach() for lin in linears], group)
+    scales, label = search_scales(candidates, error.scaled(on_grid))
+    if label == NO_SCALES:
+        return scales, "no scales (s = 1 had the lowest output error on the calibration set)"
     fold(modules[predecessor], linears, scales)
     folds.append(Fold(predecessor, list(stat.members), scales))
-    return scales, f"scales folded into {predecessor} (a={ratio:.2f})"
+    return scales, f"scales folded into {predecessor} ({label})"
 
 
 def _common_parent(names: list[str]) -> str:

@@ -150,7 +150,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              group_size: int = 128, symmetric: bool = True, calib: str = "demo", samples: int = 64,
              format: str = "hf", gguf_type: str | None = None, include: tuple[str, ...] = (),
              exclude: tuple[str, ...] = (), act_order: bool = False, held_out: int = 16,
-             overwrite: bool = False, progress: bool = True, verbose: bool = False,
+             overwrite: bool = False, progress: bool = True, verbose: bool = False, awq_clip: bool = False,
              keep_logits: bool = False, threads: int | None = None) -> QuantizeResult:
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
     from vlmkit.export.atomic import faults_in_one_line
@@ -171,7 +171,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         exact_group = EXACT_GGUF.get((gguf_type, bits)) if format != "hf" else None
         if exact_group and not symmetric:
             exact_group = None
-        spec = QuantSpec(method, bits, group_size, symmetric, act_order, include=tuple(include),
+        spec = QuantSpec(method, bits, group_size, symmetric, act_order, awq_clip=awq_clip, include=tuple(include),
                          exclude=tuple(exclude))
         timings: dict[str, float] = {}
         start = time.perf_counter()
