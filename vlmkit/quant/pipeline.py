@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +265,8 @@ def _run_blocks(staged, rels, group_of, spec, scale_grid, calib: Stream, held: d
             out.packed[disk] = _pack(r, block, scale_grid, staged.checkpoint.infos[disk].dtype)
             out.importance[disk] = (r.input_sq_sum, r.tokens)
             r.input_sq_sum = None  # held once, in out.importance
+            # packed above: the float32 dequantized copy, kept to the end, was 4 bytes a weight (3.5 GB at 1 B)
+            r.quantized = replace(r.quantized, weight=None)
         out.layers.append((index, done.linears))
         out.folds[index] = done.folds
         del block

@@ -22,7 +22,7 @@ class QuantizedWeight:
     """A Linear's weight on the grid: ``weight`` is the dequantized float32 value (what the quantized
     model computes with), ``scale`` / ``zero_point`` are per (row, group)."""
 
-    weight: torch.Tensor
+    weight: torch.Tensor | None  # None once packed for export (vlmkit.quant.pipeline)
     scale: torch.Tensor
     zero_point: torch.Tensor
     args: QuantizationArgs
