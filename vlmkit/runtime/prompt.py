@@ -92,8 +92,11 @@ def add_special_tokens(text: str, bos_token: str | None, has_template: bool, pro
 def import_renderer_early() -> threading.Thread:
     """Import transformers' template renderer (~0.6 s) on a thread, while the caller waits in native code
     that releases the GIL (llama.cpp loading a model); ``join()`` it before rendering."""
-    thread = threading.Thread(target=importlib.import_module, args=("transformers.utils.chat_template_utils",),
-                              name="vlmkit-import-renderer", daemon=True)
+    def load() -> None:
+        with contextlib.suppress(Exception):   # the import at the point of use raises it properly
+            importlib.import_module("transformers.utils.chat_template_utils")
+
+    thread = threading.Thread(target=load, name="vlmkit-import-renderer", daemon=True)
     thread.start()
     return thread
 
