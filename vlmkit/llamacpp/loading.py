@@ -154,7 +154,8 @@ def load_model(path: str | Path, params: Any | None = None, verbose: bool | None
     llama_cpp = llama_cpp_quiet(verbose)
     params = model_params() if params is None else params
     mapped = params.load_mode in (llama_cpp.LLAMA_LOAD_MODE_MMAP, llama_cpp.LLAMA_LOAD_MODE_AUTO)
-    pages = RepackedPages(Path(path)) if mapped and params.use_extra_bufts and RepackedPages.supported() else None
+    repacks = mapped and params.use_extra_bufts and not params.vocab_only
+    pages = RepackedPages(Path(path)) if repacks and RepackedPages.supported() else None
     if pages is not None:
         _LOADING.append(pages)
     try:
