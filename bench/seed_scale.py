@@ -314,7 +314,7 @@ VARIANTS = {"4 threads (llama.cpp library default)": {"VLMKIT_LLAMACPP_THREADS":
             "ubatch 2048": {"VLMKIT_LLAMACPP_UBATCH": "2048"},
             "flash attention off": {"VLMKIT_LLAMACPP_FLASH_ATTN": "0"},
             "flash attention on": {"VLMKIT_LLAMACPP_FLASH_ATTN": "1"},
-            "mmap (llama.cpp's default)": {"VLMKIT_LLAMACPP_MMAP": "1"}}
+            "weights read, not mapped": {"VLMKIT_LLAMACPP_MMAP": "0"}}
 
 
 def step_run(gguf: Path, image: Path, label: str, results: dict, threads: int | None,

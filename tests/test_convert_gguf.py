@@ -158,28 +158,14 @@ def test_tokenizer_facts_llama_cpp_cannot_infer_are_written(zoo, tmp_path, name)
         assert vocab[hf.convert_tokens_to_ids("<image>")] == "<image>"
 
 
-_CONVERT_THEN_MODULES = """
-import json, runpy, sys
-sys.argv = ["vlmkit", *sys.argv[1:]]
-try:
-    runpy.run_module("vlmkit", run_name="__main__", alter_sys=True)
-except SystemExit as done:
-    assert not done.code, done.code
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))))
-"""
-
-
 def test_f16_convert_without_verification_never_imports_torch(zoo, tmp_path):
     """``convert --dtype f16 --no-verify`` of a VLM streams tensors through safetensors, numpy and gguf-py:
     importing torch (transformers' config and image-processor classes do) costs ~380 MB before any weight,
     more than the whole conversion needs (issue 12: < 300 MB peak RSS at 15 GB of source)."""
-    import subprocess
-    import sys
+    from module_audit import vlmkit_modules
 
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", _CONVERT_THEN_MODULES, "convert", str(zoo("llava-calm2-siglip")),
-                           "--out", str(out), "--dtype", "f16", "--no-verify"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    _, modules = vlmkit_modules("convert", str(zoo("llava-calm2-siglip")), "--out", str(out), "--dtype", "f16",
+                                "--no-verify")
     assert sorted(p.name for p in out.iterdir()) == ["mmproj.gguf", "model.gguf"]
     assert not [m for m in modules if m == "torch" or m.startswith("transformers.models.")], modules

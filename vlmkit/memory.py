@@ -7,11 +7,12 @@ as llama.cpp and weight-only int8/int4 (AWQ/GPTQ, group 128) schemes do. Like ac
 
 ``estimate_run`` predicts what ``vlmkit run`` on llama.cpp peaks at (the process's RSS) answering one image
 and a short question: the GGUF files as ``vlmkit convert`` writes them (language model at the scheme, the
-vision tower and projector in ``mmproj.gguf`` at f16 for quantized types), read into llama.cpp's buffers
-(``vlmkit.llamacpp.settings``: not memory-mapped), the f16 KV cache the backend allocates for that answer,
-llama.cpp's compute buffers (its graph for one micro-batch: hidden states, the FFN's two intermediates and
-a logits row per token) and the process itself (interpreter, libraries, the checkpoint's image processor
-from transformers, which imports torch). Measured against ``bench/seed_scale.py``.
+vision tower and projector in ``mmproj.gguf`` at f16 for quantized types), once each (``vlmkit.llamacpp.settings``:
+memory-mapped, the mapped pages of repacked tensors given back as llama.cpp loads them), the f16 KV cache the
+backend allocates for that answer, llama.cpp's compute buffers (its graph for one micro-batch: hidden states,
+the FFN's two intermediates and a logits row per token) and the process itself (interpreter, vlmkit, llama.cpp,
+numpy, PIL: no torch, the image processor's geometry for SigLIP / CLIP is vlmkit's own). Measured against
+``bench/seed_scale.py``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def estimate_memory(params: Iterable[TensorInfo], layer_count: int = 0) -> list[
 
 
 RUN_SCHEMES = ("f16", "q8_0", "q4_k_m")
-RUN_PROCESS_BYTES = 450 << 20   # python, vlmkit, llama.cpp, transformers' image processor (torch): measured
+RUN_PROCESS_BYTES = 120 << 20   # python, vlmkit, llama.cpp, numpy, PIL: measured (bench/seed_scale.py)
 RUN_NEW_TOKENS = 64
 RUN_TEXT_TOKENS = 32            # the chat template and a short question around the image
 

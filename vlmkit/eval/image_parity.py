@@ -11,7 +11,7 @@
   x <= -10 -> 0, x >= 10 -> x), and ``ggml_conv_2d`` im2cols pixels and kernel to fp16 unless the kernel
   is bf16; flash attention (on by default on the CPU) casts K and V to fp16;
 * ``resize``: when ``image`` is not at the model's input size, ``MtmdEncoder`` on the original image (the
-  checkpoint's processor resizes / crops it, see ``vlmkit.llamacpp.mtmd.ModelPixels``; mtmd's own resize for
+  checkpoint's processor resizes / crops it, see ``vlmkit.llamacpp.pixels.ModelPixels``; mtmd's own resize for
   mmprojs without the processor config) vs the transformers image processor on the original image. The
   main comparison then uses the image resized to the input size first (identical pixels for both sides).
 """
@@ -37,7 +37,8 @@ def verify_image_embeddings(model_dir: Path, gguf_path: Path, image=None, *, tex
     import torch
 
     from vlmkit.gguf.mmproj import image_normalization
-    from vlmkit.llamacpp.mtmd import MtmdEncoder, rgb_pixels
+    from vlmkit.llamacpp.mtmd import MtmdEncoder
+    from vlmkit.llamacpp.pixels import rgb_pixels
     from vlmkit.runtime.prompt import load_image
 
     model_dir, gguf_path = Path(model_dir), Path(gguf_path)

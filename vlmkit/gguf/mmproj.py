@@ -38,7 +38,7 @@ needs, read from clip.cpp of llama-cpp-python 0.3.36:
   under each other's names for mtmd to swap back.
 * mtmd resizes images its own way (LLaVA: letterbox + bicubic); ``vlmkit.mmproj.image_processor`` keeps the
   checkpoint's image-processor config (JSON, as transformers loads it) so that vlmkit's runtime hands mtmd
-  that processor's pixels at the input size (``vlmkit.llamacpp.mtmd.ModelPixels``), where mtmd's resize is a no-op.
+  that processor's pixels at the input size (``vlmkit.llamacpp.pixels.ModelPixels``), where mtmd's resize is a no-op.
 * the projector's activation is ggml's tanh GELU (erf GELU in transformers' default "gelu"); the tower's
   ``quick_gelu`` / tanh GELU / SiLU are selected with ``clip.use_gelu`` / ``clip.use_silu``.
 """
@@ -245,7 +245,7 @@ def image_processor_config(model_dir: Path) -> tuple[Path, dict[str, Any]] | Non
 def image_processor_json(model_dir: Path) -> str | None:
     """The checkpoint's saved image-processor config (its class name included) as transformers writes it
     (``to_json_string``: sorted keys, indent 2), for the runtime to load that processor and resize exactly
-    as it does (``vlmkit.llamacpp.mtmd.ModelPixels``, which also fills in the defaults an older file leaves
+    as it does (``vlmkit.llamacpp.pixels.ModelPixels``, which also fills in the defaults an older file leaves
     out); None when the saved config does not name its processor class (transformers would guess one from
     config.json). Read from the JSON, not through transformers: its image processors import torch."""
     found = image_processor_config(model_dir)

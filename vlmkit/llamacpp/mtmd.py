@@ -9,13 +9,8 @@ mmproj and no run backend. Why not ``llama_cpp.Llama`` with a chat handler: thos
 never hand back the image embedding matrix, which is what a parity check compares.
 
 Images reach mtmd as RGB bytes of a PIL image (or array) vlmkit already decoded, never as a file name: files
-are opened by ``vlmkit.runtime.prompt.load_image`` only. mtmd resizes every image its own way (LLaVA: letterbox
-to a square, then its own bicubic), which is not what the checkpoint's image processor does (SigLIP: stretch
-to the square; CLIP: shortest edge, then centre crop), so a 4:3 photo gave other answers than transformers.
-For mmprojs that carry the processor's config (``vlmkit.mmproj.image_processor``, written by ``vlmkit
-convert``), ``ModelPixels`` runs that very processor (transformers' class, same resample filter) with rescale
-and normalize off, and mtmd gets its uint8 output at the model's input size, where mtmd's own resize is the
-identity.
+are opened by ``vlmkit.runtime.prompt.load_image`` only, and resized as the checkpoint's image processor
+resizes them (``vlmkit.llamacpp.pixels``) when the mmproj carries that processor's config.
 
 For mmprojs written by ``vlmkit convert`` (they declare which mtmd rows equal which transformers rows),
 image chunks are encoded by mtmd but fed to the text model as transformers' rows (SigLIP + "default"
@@ -29,9 +24,7 @@ other mmprojs go through mtmd's own ``mtmd_helper_eval_chunks``.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +34,7 @@ import numpy as np
 
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.llamacpp import native
+from vlmkit.llamacpp.pixels import ModelPixels, rgb_pixels
 
 
 def _stub_text_model():
@@ -76,58 +70,6 @@ def _vocab_only(path: str | Path):
     from vlmkit.llamacpp.loading import load_model, model_params
 
     return load_model(path, model_params(vocab_only=True))
-
-
-def rgb_pixels(image: Any) -> np.ndarray:
-    """PIL image or HxWx3 uint8 array -> contiguous HxWx3 uint8 RGB (files: ``runtime.prompt.load_image``)."""
-    if hasattr(image, "convert"):
-        image = np.asarray(image.convert("RGB"))
-    array = np.ascontiguousarray(image, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise VlmkitError(None, f"image must be HxWx3 RGB, got shape {array.shape}")
-    return array
-
-
-class ModelPixels:
-    """The checkpoint's image processor with rescale and normalize switched off: ``pixels(image)`` is the
-    HxWx3 uint8 picture transformers would normalize (resized, cropped or padded as the processor says)."""
-
-    def __init__(self, config: dict[str, Any]):
-        from transformers import AutoImageProcessor
-
-        from vlmkit.logs import quiet_transformers
-
-        quiet_transformers()
-        with tempfile.TemporaryDirectory(prefix="vlmkit-processor-") as tmp:
-            Path(tmp, "preprocessor_config.json").write_text(json.dumps(config))
-            self.processor = AutoImageProcessor.from_pretrained(tmp)
-
-    def __call__(self, image: Any) -> np.ndarray:
-        from PIL import Image
-
-        picture = Image.fromarray(rgb_pixels(image))
-        out = self.processor(images=[picture], do_rescale=False, do_normalize=False, return_tensors="np")
-        pixels = np.asarray(out["pixel_values"])[0]
-        if pixels.ndim != 3:
-            raise VlmkitError(None, f"the image processor gives {pixels.ndim}-d pixels per image (tiled "
-                                    "images are not supported on the llama.cpp backend)")
-        return np.ascontiguousarray(np.clip(np.rint(pixels.transpose(1, 2, 0)), 0, 255).astype(np.uint8))
-
-    @classmethod
-    def for_mmproj(cls, mmproj: Path) -> ModelPixels | None:
-        """From the mmproj's ``vlmkit.mmproj.image_processor`` key; None (mtmd resizes) for mmprojs without
-        it or whose processor this transformers cannot load (convert stores the checkpoint's JSON as is)."""
-        import gguf
-
-        from vlmkit.gguf_keys import KEY_IMAGE_PROCESSOR
-
-        field = gguf.GGUFReader(mmproj).get_field(KEY_IMAGE_PROCESSOR)
-        if field is None:
-            return None
-        try:
-            return cls(json.loads(str(field.contents())))
-        except (OSError, ValueError, KeyError):
-            return None
 
 
 @dataclass

@@ -8,11 +8,11 @@ spin against each other), while ``llama-mtmd-cli`` uses the cores there are. Wha
   evaluation and the vision encoder alike (``--threads`` overrides);
 * micro-batch (``n_ubatch``): the prefill of an image's 729 tokens runs in micro-batches of this size;
 * flash attention: llama.cpp's ``auto`` unless set;
-* memory mapping: off, the weights are read into llama.cpp's own buffers. On CPUs whose kernels want the
-  weights repacked (AVX2 / AVX-512: q4_0, q4_k, q8_0 ...) llama.cpp reads a memory-mapped file once to
-  repack it and the mapped pages stay resident beside the repacked copy: on the 7.5 B llava-calm2-siglip
-  replica at q4_k_m (5.1 GB of GGUF) ``vlmkit run`` peaked at 8.95 GB RSS mapped and 6.04 GB read, in the
-  same time (47-54 s vs 51 s end to end, 2 cores).
+* memory mapping: on, with the mapped pages of every tensor llama.cpp repacks for its CPU kernels given back
+  as it goes (``vlmkit.llamacpp.loading.RepackedPages``). On the 7.5 B llava-calm2-siglip replica at q4_k_m
+  (5.1 GB of GGUF, 2 cores): mapped as llama.cpp does it, 8.95 GB peak RSS; read into llama.cpp's buffers
+  (``VLMKIT_LLAMACPP_MMAP=0``), 6.04 GB but its 4.3 GB are loaded 1.3 s slower; mapped and given back, the
+  speed of the first and the memory of the second.
 
 ``bench/seed_scale.py --steps defaults`` measures the alternatives on a llava-calm2-siglip-shaped model through
 ``vlmkit run`` itself, by the environment overrides below (``VLMKIT_LLAMACPP_UBATCH=2048``,
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 N_UBATCH = 512
 FLASH_ATTN: bool | None = None   # None: llama.cpp's auto
-MMAP: bool | None = False        # read, not mapped (see above); None: llama.cpp's auto (mapped)
+MMAP: bool | None = True         # mapped, repacked pages given back (see above); False: read
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Residual differences from transformers at equal settings: the random draws (std:
 the same seed gives different samples, each reproducible on its backend), top-k ties (llama.cpp keeps
 exactly k, transformers every logit equal to the k-th), top-p at exactly the boundary, and float
 rounding (ggml's fp16 GELU table and f16 KV cache, quantized weights). Images are resized by the
-checkpoint's own image processor before mtmd sees them (``vlmkit.llamacpp.mtmd.ModelPixels``).
+checkpoint's own image processor before mtmd sees them (``vlmkit.llamacpp.pixels.ModelPixels``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from vlmkit.llamacpp import native
 from vlmkit.runtime.base import Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import (
     add_special_tokens,
+    import_renderer_early,
     plain_render,
     render_template,
     template_image_text,
@@ -68,14 +69,17 @@ class LlamaCppBackend:
         self.path, self.mmproj_path, self.mtmd = Path(model_path), mmproj, None
         self.settings = cpu_settings(threads)
         self.threads = self.settings.threads
+        self.ctx, self.kv_size = None, 0   # made by context_for, at the size the first prompt needs
+        renderer = import_renderer_early()
         self.model = self._load_model(llama_cpp, device)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx = min(llama_cpp.llama_model_n_ctx_train(self.model), MAX_CTX)
         self.n_batch = min(self.n_ctx, 2048)
-        self.kv_size = min(self.n_ctx, KV_STEP)
-        self.ctx = self._new_context(llama_cpp, self.kv_size)
         self.template = native.meta_str(self.model, "tokenizer.chat_template")
+        renderer.join()
+        if self.template is not None:
+            self._check_template()
         self.special = self._special_tokens(llama_cpp)
         if mmproj is not None:
             from vlmkit.llamacpp.mtmd import Mtmd
@@ -87,6 +91,16 @@ class LlamaCppBackend:
             except Exception:
                 self.close()
                 raise
+
+    def _check_template(self) -> None:
+        """The chat template, rendered once in the sandbox on a probe: refused in one line before anything runs."""
+        from vlmkit.readers.model_files import check_template_text
+
+        try:
+            check_template_text(self.path, self.template)
+        except Exception:
+            self.close()
+            raise
 
     def _check_pair(self, mmproj: Path) -> None:
         """Refuse an mmproj stamped by another ``vlmkit convert`` than the model (its embeddings are for
@@ -124,7 +138,8 @@ class LlamaCppBackend:
         want = min(self.n_ctx, -(-max(n_positions, 1) // KV_STEP) * KV_STEP)
         if want > self.kv_size:
             llama_cpp = bindings()
-            llama_cpp.llama_free(self.ctx)
+            if self.ctx:
+                llama_cpp.llama_free(self.ctx)
             self.ctx = None
             self.ctx = self._new_context(llama_cpp, want)
             self.kv_size = want

@@ -8,7 +8,9 @@ appear in a message) rather than left to each backend.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,18 @@ def add_special_tokens(text: str, bos_token: str | None, has_template: bool, pro
     if processor:
         return not (bos_token and text.startswith(bos_token))
     return False
+
+
+def import_renderer_early() -> threading.Thread:
+    """Import transformers' template renderer (~0.6 s) on a thread, while the caller waits in native code
+    that releases the GIL (llama.cpp loading a model); ``join()`` it before rendering."""
+    def load() -> None:
+        with contextlib.suppress(Exception):   # the import at the point of use raises it properly
+            importlib.import_module("transformers.utils.chat_template_utils")
+
+    thread = threading.Thread(target=load, name="vlmkit-import-renderer", daemon=True)
+    thread.start()
+    return thread
 
 
 def render_template(template: str, messages: Sequence[Message], special_tokens: dict[str, str]) -> str:

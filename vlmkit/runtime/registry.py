@@ -79,14 +79,12 @@ def open_backend(path: Path, backend: str, device: str = "auto", dtype: str | No
 
 def validate_gguf(path: Path) -> None:
     """Every count, length and tensor of the GGUF files inside them (``gguf_layout.check_file``: a walk of
-    the header, where gguf-py's reader would spend ~2 s on a 65k-token vocabulary), the chat template sandboxed."""
+    the header, where gguf-py's reader would spend ~2 s on a 65k-token vocabulary). The chat template is
+    checked in the sandbox by the backend, once llama.cpp has it (``LlamaCppBackend``)."""
     from vlmkit.readers.gguf_reader import check_gguf
-    from vlmkit.readers.model_files import check_template_text
 
     for file in filter(None, gguf_files(path) or ()):
-        template = check_gguf(file, ("tokenizer.chat_template",)).get("tokenizer.chat_template")
-        if isinstance(template, str):
-            check_template_text(file, template)
+        check_gguf(file)
 
 
 def validate_hf(path: Path) -> None:
