@@ -101,23 +101,9 @@ def test_q8_0_keeps_rows_the_block_does_not_divide_at_f16(tmp_path):
     gets an F16 ffn_down next to Q8_0 weights, as llama.cpp's converter falls back, and mtmd runs the mixed
     file within the q8_0 bound."""
     import llama_cpp  # noqa: F401  (missing fails, never skips)
-    import torch
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
+    from test_mmproj import tiny_siglip_llava
 
-    torch.manual_seed(0)
-    vision = SiglipVisionConfig(hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
-                                image_size=32, patch_size=8)
-    text = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=4, num_key_value_heads=4)
-    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                         vision_feature_select_strategy="full", image_token_index=63)
-    model = LlavaForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    model.save_pretrained(tmp_path / "hf")
-    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
-                                                                        "image_std": [0.5] * 3}))
+    model = tiny_siglip_llava(tmp_path / "hf", 64, 80)
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     result = M.write_mmproj(tmp_path / "hf", cfg, None, tmp_path / "out" / "mmproj.gguf", dtype="q8_0")
     types = _types(result.path)
