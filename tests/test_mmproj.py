@@ -261,17 +261,15 @@ def test_ffn_names_swapped_when_intermediate_equals_hidden(tiny_dir):
     assert result.tensors["v.blk.0.ffn_up.weight"].endswith("mlp.fc2.weight")
 
 
-@pytest.mark.llamacpp
-def test_siglip_full_last_layer_with_square_ffn(tmp_path):
-    """The demo VLM's layout (SigLIP, 'full', feature layer -1: every patch, every block) with
-    intermediate_size == hidden_size, where mtmd's up/down swap kicks in: still exact."""
-    import llama_cpp  # noqa: F401  (missing fails, never skips)
+def tiny_siglip_llava(folder: Path, hidden_size: int, intermediate_size: int):
+    """A 2-block SigLIP LLaVA ('full', feature layer -1: every patch, every block) with N(0, 0.2) weights,
+    saved to ``folder`` with a preprocessor config; returns the model."""
     import torch
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
     torch.manual_seed(0)
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                image_size=32, patch_size=8)
+    vision = SiglipVisionConfig(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=2,
+                                num_attention_heads=4, image_size=32, patch_size=8)
     text = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=4, num_key_value_heads=4)
     config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
@@ -280,9 +278,18 @@ def test_siglip_full_last_layer_with_square_ffn(tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)
-    model.save_pretrained(tmp_path / "hf")
-    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3,
-                                                                        "image_std": [0.5] * 3}))
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    return model
+
+
+@pytest.mark.llamacpp
+def test_siglip_full_last_layer_with_square_ffn(tmp_path):
+    """The demo VLM's layout (SigLIP, 'full', feature layer -1: every patch, every block) with
+    intermediate_size == hidden_size, where mtmd's up/down swap kicks in: still exact."""
+    import llama_cpp  # noqa: F401  (missing fails, never skips)
+
+    model = tiny_siglip_llava(tmp_path / "hf", 32, 32)
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     result = M.write_mmproj(tmp_path / "hf", cfg, None, tmp_path / "out" / "mmproj.gguf")
     assert result.metadata["clip.vision.block_count"] == 2 and not any("deepest" in r for r in result.dropped.values())

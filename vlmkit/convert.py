@@ -42,6 +42,8 @@ class ConvertResult:
     dropped: dict[str, str]
     tokenizer: str
     seconds: float
+    mmproj_dtype: str | None = None         # the mmproj's matmul-weight type
+    mmproj_kept: dict[str, str] = field(default_factory=dict)   # quantized mmproj: tensor -> "TYPE: why"
     verify: Any = None                      # vlmkit.eval.verify.VerifyReport
     verify_error: str | None = None         # a check that could not run: which, and why (output kept)
     notes: list[str] = field(default_factory=list)
@@ -53,6 +55,7 @@ class ConvertResult:
             "dropped": self.dropped, "tokenizer": self.tokenizer, "seconds": round(self.seconds, 3),
             "verify": self.verify.as_dict() if self.verify is not None else None,
             "verify_error": self.verify_error, "notes": self.notes,
+            "mmproj_dtype": self.mmproj_dtype if self.mmproj_path else None, "mmproj_kept": self.mmproj_kept,
         }
 
 
@@ -67,18 +70,22 @@ class ConvertOptions:
     config: str | None = None          # big_vision -> hf: a config.json or a preset name
     tokenizer: str | None = None       # big_vision -> hf: tokenizer.model for the processor files
     imatrix: str | None = None         # hf -> gguf, quantized types: llama.cpp importance-matrix file
+    mmproj_dtype: str | None = None    # hf -> gguf, VLMs: mmproj.gguf's type (None: mmproj_dtype's default)
 
 
 def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None = None, dtype: str = "f16",
             verify: bool | None = None, *, mmproj: bool = True, threads: int | None = None,
             verbose: bool = False, overwrite: bool = False, config: str | None = None,
-            tokenizer: str | None = None, download: bool = False, imatrix: str | os.PathLike | None = None) -> Any:
+            tokenizer: str | None = None, download: bool = False, imatrix: str | os.PathLike | None = None,
+            mmproj_dtype: str | None = None) -> Any:
     """Convert ``model`` (path, hub id, ``zoo:<name>``, ``demo``) to ``to`` in ``out_dir``.
 
     The route is chosen by (source format, target) in ``ROUTES`` (``to=None``: ``DEFAULT_TARGET``): HF -> GGUF (``verify=None`` runs the
     transformers-vs-llama.cpp parity report when both are installed), big_vision npz -> HF, HF -> big_vision.
     ``imatrix``: an importance matrix (``llama-imatrix``'s GGUF or legacy .dat, or ``vlmkit quantize``'s
     ``imatrix.gguf``) for llama.cpp's quantizer, as ``llama-quantize --imatrix`` takes it.
+    ``mmproj_dtype``: f16 | q8_0 | f32 | bf16 for a VLM's mmproj.gguf (default: the LM's float type, f16 for
+    a quantized LM; see ``vlmkit.gguf.mmproj``).
     """
     from vlmkit.hub import resolve_model
     from vlmkit.readers import open_checkpoint
@@ -91,8 +98,10 @@ def convert(model: str | os.PathLike, out_dir: str | os.PathLike, to: str | None
         if route is None:
             known = ", ".join(f"{s} -> {t}" for s, t in ROUTES)
             raise UnsupportedError(path, f"--to {to} from a {source} checkpoint is not supported ({known})")
+        if mmproj_dtype is not None and route is not _to_gguf:
+            raise UnsupportedError(path, f"--mmproj-dtype is for --to gguf, not --to {to}")
         options = ConvertOptions(dtype, verify, mmproj, threads, verbose, overwrite, config, tokenizer,
-                                 str(imatrix) if imatrix is not None else None)
+                                 str(imatrix) if imatrix is not None else None, mmproj_dtype)
         return route(path, checkpoint, Path(out_dir), options)
 
 
@@ -124,9 +133,10 @@ def _to_gguf(model_dir: Path, source: Checkpoint, out_dir: Path, options: Conver
     config = _read_config(model_dir)
     check_chat_template(model_dir)
     imatrix = _read_imatrix(options.imatrix, dtype)
+    mmproj_type = _mmproj_type(dtype, options.mmproj_dtype)
     with atomic_dir(out_dir, overwrite, what="(model.gguf and mmproj.gguf go inside)",
                     replaceable_suffixes=(".gguf",)) as tmp:
-        result = _convert_into(model_dir, config, source, tmp, dtype, mmproj, threads, verbose, imatrix)
+        result = _convert_into(model_dir, config, source, tmp, dtype, mmproj, threads, verbose, imatrix, mmproj_type)
         if verify or (verify is None and _runtimes_available()):
             _run_verification(model_dir, tmp, result, threads, verbose, asked=bool(verify))
             if result.verify_error:  # name the files where they will be, not the temporary directory
@@ -176,7 +186,7 @@ def _check_imatrix_names(path: Path, matrix, float_gguf: Path) -> None:
 
 
 def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, dtype: str, mmproj: bool,
-                  threads: int | None, verbose: bool, imatrix=None) -> ConvertResult:
+                  threads: int | None, verbose: bool, imatrix=None, mmproj_type: str | None = None) -> ConvertResult:
     from vlmkit.gguf.export import lossless_float, write_lm_gguf
     from vlmkit.gguf.lm import MMPROJ_REASON
 
@@ -199,7 +209,8 @@ def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, 
     result = ConvertResult(tmp / MODEL_FILE, None, dtype, lm.arch, lm.family, lm.n_tensors, lm.dropped,
                            lm.vocab.how if lm.vocab else "", 0.0)
     if mmproj and any(r.startswith("vision tower") for r in lm.dropped.values()):
-        result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, dtype, result, conversion_id)
+        mmproj_type = mmproj_type or _mmproj_type(dtype, None)
+        result.mmproj_path = _write_mmproj(model_dir, config, source, tmp, mmproj_type, result, conversion_id)
     if result.mmproj_path is None:  # the LM plan expected an mmproj; say what really happened to the tower
         result.dropped = {name: _NOT_EXPORTED if reason == MMPROJ_REASON else reason
                           for name, reason in result.dropped.items()}
@@ -207,8 +218,16 @@ def _convert_into(model_dir: Path, config: dict, source: Checkpoint, tmp: Path, 
     return result
 
 
+def _mmproj_type(dtype: str, asked: str | None) -> str:
+    """The mmproj's type, checked before anything is written (a bad --mmproj-dtype is a one-line error)."""
+    from vlmkit.gguf.mmproj import mmproj_dtype
+
+    return mmproj_dtype(dtype, asked)
+
+
 def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, result: ConvertResult,
                   conversion_id: str):
+    """``dtype``: the mmproj's own type (``_mmproj_type``)."""
     try:
         from vlmkit.gguf import mmproj
     except ImportError:
@@ -218,12 +237,12 @@ def _write_mmproj(model_dir: Path, config: dict, source, tmp: Path, dtype: str, 
         result.notes.append("mmproj.gguf not written: this vision tower has no mmproj export yet")
         return None
     try:
-        written = mmproj.write_mmproj(model_dir, config, source, tmp / MMPROJ_FILE, mmproj.mmproj_dtype(dtype),
-                                      conversion_id)
+        written = mmproj.write_mmproj(model_dir, config, source, tmp / MMPROJ_FILE, dtype, conversion_id)
     except UnsupportedError as error:  # the language model is still useful on its own: say so, loudly
         result.notes.append(f"WARNING: mmproj.gguf not written: {error.reason}")
         return None
     result.notes.extend(getattr(written, "approximations", []))
+    result.mmproj_dtype, result.mmproj_kept = dtype, written.kept
     return tmp / MMPROJ_FILE
 
 

@@ -15,6 +15,7 @@ from vlmkit.cli import app
     epilog="Example: vlmkit convert zoo:llava-calm2-siglip --to gguf --out out/ --dtype q4_k_m   ·   "
            "vlmkit convert ./opencalm --out out/ --dtype f32 --json   ·   "
            "vlmkit convert ./llava --out q/ --dtype q4_k_m --imatrix demo-w4/imatrix.gguf   ·   "
+           "vlmkit convert ./llava --out q8v/ --dtype q4_k_m --mmproj-dtype q8_0   ·   "
            "vlmkit convert paligemma.npz --to hf --out pg-hf/ --config paligemma-3b-pt-224 --tokenizer tokenizer.model"
            "   ·   vlmkit convert pg-hf/ --to big_vision --out paligemma.npz"
            "   ·   vlmkit convert ./llava-saved-by-transformers5 --to hf --out fixed/",
@@ -38,6 +39,11 @@ def convert_command(
     imatrix: Annotated[Optional[str], typer.Option(
         help="Importance matrix for the quantized types, as llama-quantize --imatrix takes it (llama-imatrix's "
              "GGUF or legacy .dat, or the imatrix.gguf vlmkit quantize writes from image+text calibration).")] = None,
+    mmproj_dtype: Annotated[Optional[str], typer.Option(
+        "--mmproj-dtype",
+        help="f16 | q8_0 | f32 | bf16 for a VLM's mmproj.gguf (vision tower + projector). Default: the LM's "
+             "float type, f16 for a quantized LM. q8_0: half the size of f16; weights whose rows are not "
+             "whole 32-wide blocks stay f16 (--json: mmproj_kept).")] = None,
     verify: Annotated[Optional[bool], typer.Option(
         "--verify/--no-verify",
         help="Parity report vs transformers (default: on when llama-cpp-python is installed).")] = None,
@@ -52,7 +58,8 @@ def convert_command(
     from vlmkit.convert import convert
 
     result = convert(model, out, to=to, dtype=dtype, verify=verify, threads=threads, verbose=verbose,
-                     overwrite=overwrite, config=config, tokenizer=tokenizer, download=download, imatrix=imatrix)
+                     overwrite=overwrite, config=config, tokenizer=tokenizer, download=download, imatrix=imatrix,
+                     mmproj_dtype=mmproj_dtype)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:

@@ -18,7 +18,9 @@ def render(result) -> None:
     console.print(f"[bold]model[/bold]  {result.model_path}  ({result.arch}, {result.dtype}, "
                   f"{result.n_tensors} tensors, {result.seconds:.1f} s)")
     if result.mmproj_path:
-        console.print(f"[bold]mmproj[/bold] {result.mmproj_path}")
+        console.print(f"[bold]mmproj[/bold] {result.mmproj_path}  ({result.mmproj_dtype})")
+        for why, n in Counter(result.mmproj_kept.values()).items():
+            console.print(f"  kept {n} tensor(s) at {why}")
     console.print(f"[bold]tokenizer[/bold] {result.tokenizer}")
     for reason, n in Counter(result.dropped.values()).items():
         console.print(f"  left out {n} tensor(s): {reason}")

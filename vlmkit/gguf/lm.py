@@ -139,12 +139,15 @@ def write_cast(array: np.ndarray, gtype: GT, fout, max_bytes: int = ROW_BLOCK_BY
 
 
 def cast(array: np.ndarray, gtype: GT) -> np.ndarray:
-    """To the output type, through float32 for a bf16 / f16 source (as llama.cpp's converter does)."""
+    """To the output type, through float32 for a bf16 / f16 source (as llama.cpp's converter does); a
+    quantized type (Q8_0 ...) through gguf-py's ``quants.quantize``, the converter's own quantizer."""
     if gtype == GT.BF16:
         import ml_dtypes
 
         return np.ascontiguousarray(array.astype(ml_dtypes.bfloat16))
     wide = array if array.dtype == np.float32 else array.astype(np.float32)
+    if gtype not in (GT.F16, GT.F32):
+        return gguf.quants.quantize(wide, gtype)
     return np.ascontiguousarray(wide.astype(np.float16 if gtype == GT.F16 else np.float32, copy=False))
 
 

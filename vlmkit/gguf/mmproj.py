@@ -7,8 +7,17 @@ Public API::
 
 ``config`` is the model's ``config.json`` (a LLaVA config: SigLIP or CLIP ``vision_config``, MLP projector);
 ``checkpoint`` the validated ``vlmkit.readers.Checkpoint`` that convert() already holds (None: opened here);
-``dtype`` one of f32 / f16 / bf16 for the matmul weights (``mmproj_dtype(lm_dtype)`` picks it for a
-quantized language model: mmproj stays f16, as llama.cpp ships them). The file appears atomically.
+``dtype`` one of ``MMPROJ_DTYPES`` (f32 / f16 / bf16 / q8_0) for the matmul weights (``mmproj_dtype(lm_dtype)``
+picks it when not asked: a quantized language model gets an f16 mmproj, as llama.cpp ships them). The file
+appears atomically.
+
+q8_0 follows llama.cpp's own converter (``convert_hf_to_gguf.py --outtype q8_0 --mmproj``: ``ModelBase.
+prepare_tensors`` + ``MmprojModel.tensor_force_quant``; this clip.cpp has no quantize function of its own and
+loads any ggml type): the 2-D matmul weights of the tower and projector are quantized with gguf-py's
+``gguf.quants.quantize`` (the converter's quantizer); a weight whose rows the 32-wide block does not divide
+(SigLIP-so400m's ``fc2``: 4304 inputs) is written f16, as the converter falls back on ``QuantError``; the
+patch kernel is f32 (the converter's choice for a non-f16 file; bf16 stays bf16, see below), and norms,
+biases, class and position embeddings stay f32. ``MmprojResult.kept`` names each tensor not at q8_0 and why.
 
 Why this is written here instead of running llama.cpp's ``convert_hf_to_gguf.py --mmproj``: that converter
 refuses ``siglip_vision_model`` / ``clip_vision_model`` towers inside ``LlavaForConditionalGeneration``
@@ -57,7 +66,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from vlmkit.constants import FLOAT_TYPES, ggml_nbytes, output_type
+from vlmkit.constants import FLOAT_TYPES, ggml_block, ggml_nbytes, output_type
 from vlmkit.errors import CheckpointError, UnsupportedError, VlmkitError
 from vlmkit.families import family_for
 from vlmkit.families.base import MmprojMap, has_fields
@@ -66,7 +75,9 @@ from vlmkit.readers.base import one_line
 GT = gguf.GGMLQuantizationType
 T = gguf.MODEL_TENSOR
 FILE_TYPES = {GT.F32: gguf.LlamaFileType.ALL_F32, GT.F16: gguf.LlamaFileType.MOSTLY_F16,
-              GT.BF16: gguf.LlamaFileType.MOSTLY_BF16}
+              GT.BF16: gguf.LlamaFileType.MOSTLY_BF16, GT.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
+MMPROJ_DTYPES = (*FLOAT_TYPES, "q8_0")
+QUANT_FALLBACK = GT.F16    # llama.cpp's converter: a tensor gguf-py cannot quantize (QuantError) is written f16
 
 # Keys gguf-py 0.19 has no constant for (values from tools/mtmd/clip-impl.h).
 KEY_FEATURE_LAYERS = "clip.vision.feature_layer"      # KEY_FEATURE_LAYERS
@@ -88,6 +99,7 @@ class MmprojResult:
     metadata: dict[str, Any]
     tensors: dict[str, str] = field(default_factory=dict)        # gguf name -> source tensor
     dropped: dict[str, str] = field(default_factory=dict)        # source tensor -> reason
+    kept: dict[str, str] = field(default_factory=dict)           # quantized file: gguf name -> type and why
     approximations: list[str] = field(default_factory=list)      # runtime differences that remain
 
 
@@ -100,9 +112,18 @@ class _Tensor:
     source: str
 
 
-def mmproj_dtype(lm_dtype: str) -> str:
-    """The mmproj dtype for a language-model dtype: floats pass through, quantized LMs get an f16 mmproj."""
-    return lm_dtype if lm_dtype in FLOAT_TYPES else "f16"
+def mmproj_dtype(lm_dtype: str, asked: str | None = None) -> str:
+    """The mmproj dtype: ``asked`` (f16, Q8_0, fp32 ... checked against ``MMPROJ_DTYPES``) when given, else
+    the language model's float type, or f16 for a quantized language model."""
+    if asked is None:
+        return lm_dtype if lm_dtype in FLOAT_TYPES else "f16"
+    try:
+        name = output_type(asked).name     # the --dtype spellings: fp16, Q8_0, float32 ...
+    except UnsupportedError:
+        name = asked
+    if name not in MMPROJ_DTYPES:
+        raise UnsupportedError(None, f"--mmproj-dtype {asked}: choose one of {', '.join(MMPROJ_DTYPES)}")
+    return name
 
 
 def is_llava_vision(config: dict[str, Any]) -> bool:
@@ -118,18 +139,20 @@ def write_mmproj(model_dir: Path, config: dict[str, Any], checkpoint=None, out_p
 
     model_dir = Path(model_dir)
     out_path = Path(out_path) if out_path is not None else model_dir / "mmproj.gguf"
-    if dtype not in FLOAT_TYPES:
-        raise UnsupportedError(out_path, f"mmproj dtype {dtype!r}: use one of {', '.join(FLOAT_TYPES)}")
+    if dtype not in MMPROJ_DTYPES:
+        raise UnsupportedError(out_path, f"mmproj dtype {dtype!r}: use one of {', '.join(MMPROJ_DTYPES)}")
     source = checkpoint if checkpoint is not None else open_checkpoint(model_dir)
     hp = vision_hparams(model_dir, config)
-    tensors, dropped = plan_tensors(model_dir, hp, source, output_type(dtype).ggml_type)
-    metadata = _metadata(hp, output_type(dtype).ggml_type, model_dir.name)
+    want = output_type(dtype).ggml_type
+    tensors, dropped = plan_tensors(model_dir, hp, source, want)
+    metadata = _metadata(hp, want, model_dir.name)
     if conversion_id:
         from vlmkit.gguf.export import KEY_CONVERSION_ID
 
         metadata[KEY_CONVERSION_ID] = conversion_id
     _write_atomic(out_path, metadata, tensors)
-    return MmprojResult(out_path, metadata, {t.name: t.source for t in tensors}, dropped, hp["approximations"])
+    return MmprojResult(out_path, metadata, {t.name: t.source for t in tensors}, dropped, kept_at_float(tensors, want),
+                        hp["approximations"])
 
 
 # --- hyper-parameters --------------------------------------------------------------------------------
@@ -379,15 +402,36 @@ def _ffn_swap(tensor: T, hp: dict[str, Any]) -> T:
     return {T.V_ENC_FFN_UP: T.V_ENC_FFN_DOWN, T.V_ENC_FFN_DOWN: T.V_ENC_FFN_UP}.get(tensor, tensor)
 
 
-def _out_type(gguf_name: str, ndim: int, want: GT, source_dtype: str) -> GT:
-    """Like llama.cpp's converter: matmul weights take the requested type; norms, biases, class and
-    position embeddings stay f32. The patch kernel stays bf16 when it is bf16 (ggml's conv then runs in
-    f32, see the module docstring), else f16 only for f16 output."""
+def _out_type(gguf_name: str, shape: tuple[int, ...], want: GT, source_dtype: str) -> GT:
+    """Like llama.cpp's converter: matmul weights take the requested type (a quantized type only where
+    the block divides the rows, else ``QUANT_FALLBACK``); norms, biases, class and position embeddings
+    stay f32. The patch kernel stays bf16 when it is bf16 (ggml's conv then runs in f32, see the module
+    docstring), else f16 only for f16 output."""
     if gguf_name == "v.patch_embd.weight":
         return GT.BF16 if source_dtype == "BF16" else GT.F16 if want == GT.F16 else GT.F32
-    if ndim == 2 and gguf_name.endswith(".weight") and not gguf_name.startswith("v.position_embd"):
-        return want
+    if len(shape) == 2 and gguf_name.endswith(".weight") and not gguf_name.startswith("v.position_embd"):
+        return want if shape[-1] % ggml_block(want) == 0 else QUANT_FALLBACK
     return GT.F32
+
+
+def kept_at_float(tensors: list[_Tensor], want: GT) -> dict[str, str]:
+    """For a quantized mmproj: each tensor written at another type -> "TYPE: why" (empty for float files)."""
+    if ggml_block(want) == 1:
+        return {}
+    block = ggml_block(want)
+    kept = {}
+    for t in tensors:
+        if t.gtype == want:
+            continue
+        if t.name == "v.patch_embd.weight":
+            why = "patch-embedding conv kernel (llama.cpp's converter keeps it float; ggml's conv runs in its type)"
+        elif t.gtype == QUANT_FALLBACK:
+            why = (f"{t.shape[-1]} inputs per row: not whole {block}-wide {want.name} blocks "
+                   "(llama.cpp's converter falls back to F16 the same way)")
+        else:
+            why = "norm, bias, class or position embedding (llama.cpp keeps these F32)"
+        kept[t.name] = f"{t.gtype.name}: {why}"
+    return kept
 
 
 def _tensor(source, name: str, gguf_name: str, hp: dict[str, Any], want: GT) -> _Tensor:
@@ -395,7 +439,7 @@ def _tensor(source, name: str, gguf_name: str, hp: dict[str, Any], want: GT) -> 
     produce = lambda: source.read(name)  # noqa: E731  (cast to the output type a block of rows at a time)
     if gguf_name.startswith("v.position_embd") and hp["has_cls"]:
         produce = _cls_last(produce)
-    gtype = _out_type(gguf_name, len(shape), want, source.infos[name].dtype)
+    gtype = _out_type(gguf_name, shape, want, source.infos[name].dtype)
     return _Tensor(gguf_name, shape, gtype, produce, name)
 
 
