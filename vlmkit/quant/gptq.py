@@ -19,14 +19,14 @@ BLOCK = 128
 
 
 class Hessian:
-    """Running ``2/N · Σ x xᵀ`` of a Linear's inputs. Rows are buffered and multiplied in float32 a few
-    thousand at a time (one large product, not one per sample), each product added to a float64 sum:
-    N reaches 10⁵ tokens."""
+    """Running ``2/N · Σ x xᵀ`` of a Linear's inputs, in float32 as llm-compressor keeps it. Rows are buffered
+    and multiplied a few thousand at a time (one large product accumulated in place, not one per sample), so
+    even 10⁵ tokens are a few dozen float32 additions."""
 
     FLUSH_ROWS = 4096
 
     def __init__(self, columns: int):
-        self._sum = torch.zeros(columns, columns, dtype=torch.float64)
+        self._sum = torch.zeros(columns, columns)
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
         self.count = 0
@@ -42,7 +42,7 @@ class Hessian:
     def _flush(self) -> None:
         if self._pending:
             rows = torch.cat(self._pending)
-            self._sum += (rows.T @ rows).double()
+            self._sum.addmm_(rows.T, rows)
             self._pending, self._pending_rows = [], 0
 
     @property
@@ -52,30 +52,51 @@ class Hessian:
 
     @property
     def matrix(self) -> torch.Tensor:
-        return (2.0 * self.sum / max(self.count, 1)).float()
+        return 2.0 * self.sum / max(self.count, 1)
+
+    def release(self) -> torch.Tensor:
+        """``matrix`` in the sum's own storage, which this object gives up (no second n × n copy)."""
+        total = self.sum
+        self._sum = None
+        return total.mul_(2.0 / max(self.count, 1))
 
 
-def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
-    h = h.clone()
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0])
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
-    return torch.linalg.cholesky(inverse, upper=True)
+def _inverse_cholesky_(h: torch.Tensor) -> torch.Tensor:
+    """The upper Cholesky factor of ``h⁻¹``, computed in ``h``'s own storage (as llm-compressor does): one
+    n × n matrix, where n = 5632 is 127 MB in float32."""
+    torch.linalg.cholesky(h, out=h)
+    torch.cholesky_inverse(h, out=h)
+    return torch.linalg.cholesky(h, upper=True, out=h)
 
 
 def gptq(weight: torch.Tensor, hessian: torch.Tensor, args, damp: float = 0.01, act_order: bool = False,
          scale_grid: torch.dtype | None = None) -> QuantizedWeight:
+    return gptq_with_error(weight, hessian.clone(), args, damp, act_order, scale_grid)[0]
+
+
+def gptq_with_error(weight: torch.Tensor, hessian: torch.Tensor, args, damp: float = 0.01, act_order: bool = False,
+                    scale_grid: torch.dtype | None = None) -> tuple[QuantizedWeight, torch.Tensor]:
+    """GPTQ, plus each row's output error ``ΔW H ΔWᵀ`` (``ΔW = Ŵ − W``) for the Hessian as given, read off
+    the algorithm's own scaled errors: with ``H_d⁻¹ = UᵀU`` (U upper: the factor the loop uses), the loop
+    makes ``ΔW = −E U`` where E holds each column's ``(w − q) / U_ii``, so ``ΔW H_d ΔWᵀ = E U H_d Uᵀ Eᵀ = E Eᵀ``;
+    the dampening ``λI`` in ``H_d`` is then taken back out (``− λ ‖ΔW‖²``). The direct product costs
+    ``rows · cols²`` multiplications per Linear, as much as GPTQ itself. ``hessian`` (float32) is overwritten:
+    its storage holds the factor."""
     w = weight.float().clone()
-    h = hessian.clone()
+    h = hessian
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
     scale, zero = qparams(w, args, scale_grid)
     group = args.group_size if args.strategy == "group" else w.shape[1]
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(w.shape[1])
-    w, h = w[:, perm], h[perm][:, perm]
+    if act_order:
+        w, h = w[:, perm], h[perm[:, None], perm]
     group_of = perm // group  # group of each (permuted) column in the original order
-    hinv = _inverse_cholesky(h, damp)
-    q = torch.zeros_like(w)
+    lam = damp * torch.mean(torch.diag(h))
+    h.diagonal().add_(lam)
+    hinv = _inverse_cholesky_(h)
+    row_error = torch.zeros(w.shape[0], dtype=torch.float64)
     channel = args.model_copy(update={"strategy": "channel", "group_size": None})  # one column = one channel
     for i1 in range(0, w.shape[1], BLOCK):
         i2 = min(i1 + BLOCK, w.shape[1])
@@ -83,10 +104,17 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, args, damp: float = 0.01, 
         for i in range(i2 - i1):
             g = int(group_of[i1 + i])
             column = fake_quant(w1[:, i:i + 1], scale[:, g:g + 1], zero[:, g:g + 1], channel)[:, 0]
-            q[:, i1 + i] = column
             err = (w1[:, i] - column) / hinv1[i, i]
             w1[:, i:] -= err.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            w1[:, i] = column
             err1[:, i] = err
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    q = q[:, torch.argsort(perm)]
-    return QuantizedWeight(q, scale, zero, args)
+        w[:, i1:i2] = w1  # the quantized columns: w becomes the result, no second matrix
+        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1)  # in place: no rows × cols temporary
+        row_error += err1.pow(2).sum(1, dtype=torch.float64)
+    del hinv
+    q = w[:, torch.argsort(perm)] if act_order else w
+    for rows in torch.arange(q.shape[0]).split(1024):  # ‖ΔW‖² per row, a slice at a time
+        delta = q[rows] - weight[rows].float()
+        delta[:, dead] = 0
+        row_error[rows] -= float(lam) * delta.pow(2).sum(1, dtype=torch.float64)
+    return QuantizedWeight(q, scale, zero, args), row_error.clamp(min=0)
