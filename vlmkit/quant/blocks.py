@@ -178,7 +178,7 @@ def _gptq_group(originals: dict[str, torch.Tensor], h: torch.Tensor, spec: Quant
     ``ΔW H ΔWᵀ`` too."""
     names = list(originals)
     q, row_error = gptq_with_error(torch.cat([originals[n].float() for n in names]), h, args, spec.damp,
-                                   spec.act_order, scale_grid)
+                                   spec.act_order, scale_grid, spec.scale_search)
     chosen, errors, start = {}, {}, 0
     for name in names:
         rows = slice(start, start + originals[name].shape[0])

@@ -154,7 +154,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              format: str = "hf", gguf_type: str | None = None, include: tuple[str, ...] = (),
              exclude: tuple[str, ...] = (), act_order: bool = False, held_out: int = 16,
              overwrite: bool = False, progress: bool = True, verbose: bool = False, awq_clip: bool = False,
-             keep_logits: bool = False, threads: int | None = None) -> QuantizeResult:
+             keep_logits: bool = False, threads: int | None = None, scale_search: bool = True) -> QuantizeResult:
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
     from vlmkit.export.atomic import faults_in_one_line
 
@@ -175,7 +175,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         if exact_group and not symmetric:
             exact_group = None
         spec = QuantSpec(method, bits, group_size, symmetric, act_order, awq_clip=awq_clip, include=tuple(include),
-                         exclude=tuple(exclude))
+                         exclude=tuple(exclude), scale_search=scale_search)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         folder = resolve_model(model)
