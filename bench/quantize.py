@@ -46,6 +46,17 @@ def calibration_texts(n: int, held_out: int) -> tuple[list[str], list[str]]:
     return train, [*test, *HELD_OUT_TEXTS]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set since it started: ``VmHWM`` (per address space, so it starts afresh at
+    exec). ``ru_maxrss`` does not: Linux carries the parent's resident set at fork into the child's, and the
+    parent here has just built the 1 B model (~2.3 GB), which every worker would then have reported."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict:
     from vlmkit.quant.pipeline import quantize
 
@@ -53,7 +64,7 @@ def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict
     quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
              progress=False, act_order=method == "gptq")
     return {"seconds": time.perf_counter() - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
@@ -81,7 +92,7 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
     net.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     return {"seconds": time.perf_counter() - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_llmc_gptq(tensors: str) -> dict:

@@ -184,4 +184,4 @@ def test_searched_scales_never_round_a_group_worse_than_min_max(symmetric: bool)
     searched, plain = group_errors(*search_qparams(weight, args)), group_errors(*qparams(weight, args))
     assert bool((searched <= plain).all())
     assert float((searched < plain).float().mean()) > 0.5
-    assert float(searched.sum()) < 0.9 * float(plain.sum())
+    assert float(searched.sum()) < 0.97 * float(plain.sum())

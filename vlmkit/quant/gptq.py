@@ -64,31 +64,39 @@ class Hessian:
 SHRINKS = tuple(1 - 0.04 * i for i in range(6))  # 1.0 … 0.8: the range llm-compressor's MSE observer spans
 
 
-def search_qparams(weight: torch.Tensor, args, scale_grid: torch.dtype | None = None
+def search_qparams(weight: torch.Tensor, args, scale_grid: torch.dtype | None = None, rows_at_once: int = 128
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scales and zero points per (row, group) from the min/max range shrunk by the factor in ``SHRINKS`` whose
     squared rounding error is lowest (llm-compressor's ``observer="mse"`` idea, on a coarser grid: its 100 steps
     cost more than GPTQ). Shrink 1 is plain min/max, so no group's error grows. Measured on the 1 B Llama's
-    shape (3 blocks, 32 samples): mean KLD 0.0449 → 0.0379 with GPTQ, for ~0.9 s a block."""
-    from compressed_tensors.quantization.utils import calculate_qparams
+    shape (3 blocks, 32 samples): mean KLD 0.0449 → 0.0379 with GPTQ.
+
+    The candidates' scales are compressed-tensors' ``calculate_qparams``; only the rounding that ranks them is
+    written out here (``clamp(round(w / s + z)) − z) · s``, in place, a few rows at a time so they stay in
+    cache): ten times faster than a ``fake_quantize`` of the whole weight per candidate, the same choice. The
+    values GPTQ then puts on the chosen grid are ``fake_quantize``'s."""
+    from compressed_tensors.quantization.utils import calculate_qparams, calculate_range
 
     w = weight.float()
     group = args.group_size if args.strategy == "group" else w.shape[1]
     blocks = w.reshape(w.shape[0], -1, group)
     low, high = blocks.amin(-1), blocks.amax(-1)
-    best = best_scale = best_zero = None
+    candidates = []
     for shrink in SHRINKS:
         scale, zero = calculate_qparams(low * shrink, high * shrink, args)
-        if scale_grid is not None:
-            scale = scale.to(scale_grid).float()
-        error = (fake_quant(w, scale, zero, args).reshape(blocks.shape) - blocks).square_().sum(-1)
-        if best is None:
-            best, best_scale, best_zero = error, scale, zero
-            continue
-        better = error < best
-        best = torch.where(better, error, best)
-        best_scale, best_zero = torch.where(better, scale, best_scale), torch.where(better, zero, best_zero)
-    return best_scale, best_zero
+        candidates.append((scale.to(scale_grid).float() if scale_grid is not None else scale, zero))
+    q_min, q_max = (float(v) for v in calculate_range(args, w.device))
+    errors = torch.empty(len(candidates), *low.shape)
+    for start in range(0, w.shape[0], rows_at_once):
+        rows = slice(start, start + rows_at_once)
+        part = blocks[rows]
+        for k, (scale, zero) in enumerate(candidates):
+            s, z = scale[rows].unsqueeze(-1), zero[rows].unsqueeze(-1).float()
+            t = (part / s).add_(z).round_().clamp_(q_min, q_max).sub_(z)
+            errors[k, rows] = t.mul_(s).sub_(part).square_().sum(-1)
+    best = errors.argmin(0, keepdim=True)  # the first of equal errors: shrink 1 wins ties
+    return (torch.stack([c[0] for c in candidates]).gather(0, best)[0],
+            torch.stack([c[1] for c in candidates]).gather(0, best)[0])
 
 
 def _inverse_cholesky_(h: torch.Tensor) -> torch.Tensor:
