@@ -61,10 +61,10 @@ def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict
     from vlmkit.quant.pipeline import quantize
 
     start = time.perf_counter()
-    quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
-             progress=False, act_order=method == "gptq")
-    return {"seconds": time.perf_counter() - start,
-            "peak_rss_mb": peak_rss_mb()}
+    result = quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
+                      progress=False, act_order=method == "gptq")
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
+            "phases_s": {k: round(v, 1) for k, v in result.timings.items()}}
 
 
 def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
