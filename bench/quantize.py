@@ -6,11 +6,16 @@ source model on held-out prompts, printed as ratios to llm-compressor.
     python -m bench.quantize --size small      # ~60 M, minutes
     python -m bench.quantize --demo            # also the demo VLM: KLD and the MME-style total
     python -m bench.quantize --methods gptq    # only some of vlmkit's methods (AWQ's scale search is the long one)
+    python -m bench.quantize --layers 4        # the 1 B shape with 4 decoder blocks: same per-block cost, quicker
 
 llm-compressor pins another transformers, so it runs from its own venv (``--llmc-python``, default
 /work/venvs/llmcompressor/bin/python; created with ``python -m venv --system-site-packages`` and
 ``pip install llmcompressor``). Every model is scored the same way: its export loaded back with transformers'
-``from_pretrained`` (compressed-tensors decompresses it) and compared with the source model.
+``from_pretrained`` (compressed-tensors decompresses it) and compared with the source model. vlmkit's GPTQ runs
+with act-order, as llm-compressor's ``GPTQModifier`` does by default (``actorder="static"``: vlmkit's
+``--act-order``, static groups), and with vlmkit's default searched scales (each group's range shrunk 1 … 0.8
+to its lowest rounding error; llm-compressor's default is plain min/max, its ``observer="mse"`` the same idea);
+the rest is the same on both sides (1 % dampening, 128-column blocks, symmetric int4 groups of 128).
 """
 
 from __future__ import annotations
@@ -41,14 +46,25 @@ def calibration_texts(n: int, held_out: int) -> tuple[list[str], list[str]]:
     return train, [*test, *HELD_OUT_TEXTS]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set since it started: ``VmHWM`` (per address space, so it starts afresh at
+    exec). ``ru_maxrss`` does not: Linux carries the parent's resident set at fork into the child's, and the
+    parent here has just built the 1 B model (~2.3 GB), which every worker would then have reported."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict:
     from vlmkit.quant.pipeline import quantize
 
     start = time.perf_counter()
-    quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
-             progress=False)
-    return {"seconds": time.perf_counter() - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result = quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
+                      progress=False, act_order=method == "gptq")
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
+            "phases_s": {k: round(v, 1) for k, v in result.timings.items()}}
 
 
 def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
@@ -76,7 +92,7 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
     net.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     return {"seconds": time.perf_counter() - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_llmc_gptq(tensors: str) -> dict:
@@ -206,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("1b", "small"), default="1b")
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--layers", type=int, help="decoder blocks of the random Llama (default: the size's own)")
     parser.add_argument("--demo", action="store_true", help="also compare on the demo VLM (with its score)")
     parser.add_argument("--methods", default=",".join(METHODS), help="vlmkit methods, comma-separated")
     parser.add_argument("--llmc-python", default=LLMC_PYTHON)
@@ -224,7 +241,7 @@ def main() -> None:
             print_table("demo VLM (LLaVA: SigLIP + Llama), W4 group 128",
                         compare(demo_path(), work / "demo", args.samples, args.llmc_python, True, True, methods))
         model = work / "llama"
-        n_params = build_model(model, args.size)
+        n_params = build_model(model, args.size, args.layers)
         (work / "llama-runs").mkdir()
         print_table(f"random Llama, {n_params / 1e9:.2f} B parameters, W4 group 128",
                     compare(model, work / "llama-runs", args.samples, args.llmc_python, False, False, methods))

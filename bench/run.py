@@ -35,14 +35,16 @@ CONFIGS = [("transformers", "fp32"), ("transformers", "bf16"), ("llamacpp", "f16
 PROMPT = "Tell me a story about a red square and a blue circle."
 
 
-def build_model(out: Path, size: str) -> int:
-    """Save a random Llama of the given shape with the zoo llama's tokenizer; return its parameter count."""
+def build_model(out: Path, size: str, layers: int | None = None) -> int:
+    """Save a random Llama of the given shape (``layers`` decoder blocks instead of the size's own count: a
+    cheaper model with the same per-block cost) with the zoo llama's tokenizer; return its parameter count."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from vlmkit.zoo import build
 
-    hidden, inter, layers, heads, kv = SIZES[size]
+    hidden, inter, size_layers, heads, kv = SIZES[size]
+    layers = layers or size_layers
     tokenizer_dir = build("llama")
     vocab = json.loads((tokenizer_dir / "config.json").read_text())["vocab_size"]
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,

@@ -38,6 +38,9 @@ def quantize_command(
     include: Annotated[list[str] | None, typer.Option(help="Regex: also quantize matching Linears.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex: keep matching Linears.")] = None,
     act_order: Annotated[bool, typer.Option(help="GPTQ: quantize columns in activation order.")] = False,
+    scale_search: Annotated[bool, typer.Option(
+        help="GPTQ: each group's min/max range shrunk (1 ... 0.8) to the lowest rounding error; "
+             "--no-scale-search: plain min/max, as llm-compressor's default.")] = True,
     awq_clip: Annotated[bool, typer.Option(
         help="AWQ: also AutoAWQ's weight-clipping search after the scales (llm-compressor's AWQ has none).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
@@ -52,7 +55,8 @@ def quantize_command(
     result = quantize(model, out, method=method, bits=bits, group_size=group_size, symmetric=sym, calib=calib,
                       samples=samples, format=format, gguf_type=gguf_type, include=tuple(include or ()),
                       exclude=tuple(exclude or ()), act_order=act_order, held_out=held_out, overwrite=overwrite,
-                      progress=not as_json, verbose=verbose, threads=threads, awq_clip=awq_clip)
+                      progress=not as_json, verbose=verbose, threads=threads, awq_clip=awq_clip,
+                      scale_search=scale_search)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
         return

@@ -51,6 +51,20 @@ def atomic_dir(out_dir: Path, overwrite: bool = False, what: str = "",
         raise
 
 
+@contextmanager
+def scratch_dir(out_dir: Path) -> Iterator[Path]:
+    """A working directory beside ``out_dir`` (the output's disk, not a RAM-backed /tmp), named like the
+    staging directory so that a killed run's leftovers are removed by the next run; removed at the end."""
+    with _writable(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(out_dir), dir=out_dir.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _check_replaceable(out_dir: Path, overwrite: bool, suffixes: tuple[str, ...] | None) -> None:
     if not overwrite:
         raise VlmkitError(out_dir, "output directory exists and is not empty (use --overwrite)")

@@ -23,7 +23,7 @@ from vlmkit.quant.awq import (
     search_scales,
 )
 from vlmkit.quant.capture import BlockInput, run_block
-from vlmkit.quant.gptq import Hessian, gptq
+from vlmkit.quant.gptq import Hessian, gptq_with_error
 from vlmkit.quant.recipe import QuantSpec
 from vlmkit.quant.rtn import QuantizedWeight, fake_quant, qparams, quant_args, rtn
 
@@ -33,6 +33,7 @@ class InputStats:
     hessian: Hessian
     abs_sum: torch.Tensor
     members: list[str] = field(default_factory=list)
+    output_sq: dict[str, float] = field(default_factory=dict)  # member -> Σ ‖W x‖² over the calibration tokens
 
     @property
     def abs_mean(self) -> torch.Tensor:
@@ -104,7 +105,17 @@ def collect_stats(block: nn.Module, groups: list[list[str]], items: list[BlockIn
             stat.abs_sum += x.abs().sum(0)
         return record
 
+    def output_hook(stat: InputStats, name: str):
+        def record(module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            y = output.detach().float()
+            if module.bias is not None:
+                y = y - module.bias.detach().float()
+            stat.output_sq[name] = stat.output_sq.get(name, 0.0) + float(y.pow(2).sum(dtype=torch.float64))
+        return record
+
     handles = [modules[leader].register_forward_pre_hook(hook(stat)) for leader, stat in stats.items()]
+    handles += [modules[name].register_forward_hook(output_hook(stat, name))
+                for stat in stats.values() for name in stat.members]
     try:
         for item in items:
             run_block(block, item)
@@ -128,30 +139,53 @@ def quantize_block(block: nn.Module, names: list[str], group_of: dict[str, int],
             else (torch.ones(width), None)
     results: list[LinearResult] = []
     for leader, stat in stats.items():
-        h = stat.hessian.matrix
         s, note = scales[leader]
         sq_sum = stat.hessian.sum.diagonal().float() / s.pow(2)  # the folded Linear sees x / s
-        originals = {name: modules[name].weight.detach().float().clone() for name in stat.members}
-        if spec.method == "awq" and spec.awq_clip:
-            chosen, note = _awq_clip(block, stat, originals, h / s.unsqueeze(0) / s.unsqueeze(1), group_of, spec,
-                                     items, scale_grid, note)
+        tokens = stat.hessian.count
+        h = stat.hessian.release()
+        args = quant_args(spec.bits, spec.symmetric, group_of[leader])  # one input width: one group size
+        if spec.method == "gptq":  # the block's own weights are the originals until copied over below
+            chosen, errors = _gptq_group({name: modules[name].weight.detach() for name in stat.members}, h, spec,
+                                         args, scale_grid)
         else:
-            chosen = {name: _quantize(w, h, spec, quant_args(spec.bits, spec.symmetric, group_of[name]), scale_grid)
-                      for name, w in originals.items()}
+            originals = {name: modules[name].weight.detach().float().clone() for name in stat.members}
+            if spec.method == "awq" and spec.awq_clip:
+                chosen, note = _awq_clip(block, stat, originals, h / s.unsqueeze(0) / s.unsqueeze(1), group_of,
+                                         spec, items, scale_grid, note)
+            else:
+                chosen = {name: _quantize(w, args, scale_grid) for name, w in originals.items()}
+            errors = {name: _output_error(chosen[name].weight / s, w / s, h) for name, w in originals.items()}
+        del h
         for name in stat.members:
-            q, w = chosen[name], originals[name]
             with torch.no_grad():
-                modules[name].weight.copy_(q.weight)
-            results.append(LinearResult(name, q, _relative_error(q.weight / s, w / s, h), note, sq_sum,
-                                        stat.hessian.count))
+                modules[name].weight.copy_(chosen[name].weight)
+            reference = 2.0 * stat.output_sq[name] / max(tokens, 1)  # ‖W X‖² in the Hessian's normalisation
+            relative = (errors[name] / max(reference, 1e-30)) ** 0.5
+            results.append(LinearResult(name, chosen[name], relative, note, sq_sum, tokens))
     return BlockResult(results, folds)
 
 
-def _quantize(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec, args, scale_grid: torch.dtype | None
-              ) -> QuantizedWeight:
-    if spec.method == "gptq":
-        return gptq(w, h, args, spec.damp, spec.act_order, scale_grid)
+def _quantize(w: torch.Tensor, args, scale_grid: torch.dtype | None) -> QuantizedWeight:
+    """Round-to-nearest: RTN's values, and AWQ's on its scaled weights."""
     return rtn(w, args, scale_grid)
+
+
+def _gptq_group(originals: dict[str, torch.Tensor], h: torch.Tensor, spec: QuantSpec, args,
+                scale_grid: torch.dtype | None) -> tuple[dict[str, QuantizedWeight], dict[str, float]]:
+    """GPTQ on the Linears that share an input (q/k/v, gate/up) as one matrix, their rows stacked: GPTQ treats
+    rows independently given the Hessian, so the result is the same as one Linear at a time, with one
+    factorisation of the Hessian and one pass of the column loop. Returns each Linear's output error
+    ``ΔW H ΔWᵀ`` too."""
+    names = list(originals)
+    q, row_error = gptq_with_error(torch.cat([originals[n].float() for n in names]), h, args, spec.damp,
+                                   spec.act_order, scale_grid, spec.scale_search)
+    chosen, errors, start = {}, {}, 0
+    for name in names:
+        rows = slice(start, start + originals[name].shape[0])
+        start = rows.stop
+        chosen[name] = QuantizedWeight(q.weight[rows], q.scale[rows], q.zero_point[rows], args)  # views
+        errors[name] = float(row_error[rows].sum())
+    return chosen, errors
 
 
 def _awq_clip(block: nn.Module, stat: InputStats, originals: dict[str, torch.Tensor], h_scaled: torch.Tensor,
@@ -186,12 +220,11 @@ def _awq_clip(block: nn.Module, stat: InputStats, originals: dict[str, torch.Ten
     return chosen, note
 
 
-def _relative_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Tensor) -> float:
-    """‖(Ŵ − W) X‖_F / ‖W X‖_F from the calibration Hessian, in the original input space."""
+def _output_error(quantized: torch.Tensor, original: torch.Tensor, h: torch.Tensor) -> float:
+    """``ΔW H ΔWᵀ`` summed over rows (``‖(Ŵ − W) X‖²`` in the Hessian's normalisation), in the original input
+    space; the relative error divides it by ``‖W X‖²``, accumulated from the Linear's own outputs."""
     delta = quantized - original
-    num = torch.einsum("oi,ij,oj->", delta, h, delta)
-    den = torch.einsum("oi,ij,oj->", original, h, original).clamp(min=1e-30)
-    return float(num / den) ** 0.5
+    return float(((delta @ h) * delta).sum(dtype=torch.float64))
 
 
 def _awq(block: nn.Module, stat: InputStats, spec: QuantSpec, group_of: dict[str, int], items: list[BlockInput],

@@ -11,7 +11,6 @@ activations, never the whole model. No tracing: whatever the model's forward doe
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,10 +162,13 @@ class StagedModel:
         return names  # type: ignore[return-value]
 
     def load_block(self, index: int) -> nn.Module:
-        block = copy.deepcopy(self.template)
+        """Block ``index``'s weights, loaded into the staged model's one block (the template) and returned: the
+        template's own weights are never computed with (capture stops before it, ``logits`` replaces it), so
+        one block's weights are held, not two; the previous block's are overwritten (every persistent
+        tensor, AWQ's folded norms included)."""
         state = {rel: read_tensor(self.checkpoint, disk) for rel, disk in self.block_tensor_names(index).items()}
-        block.load_state_dict(state, strict=True)
-        return block.eval()
+        self.template.load_state_dict(state, strict=True)
+        return self.template.eval()
 
     def capture(self, inputs: dict[str, Any]) -> BlockInput:
         """The first block's inputs for one prepared sample (``processor(...)`` output)."""

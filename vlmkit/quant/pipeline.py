@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from vlmkit.quant.blocks import Fold, LinearResult, apply_folds, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
 from vlmkit.quant.capture import BlockInput, StagedModel, run_block
 from vlmkit.quant.recipe import QuantSpec, Recipe, decide
+from vlmkit.quant.spill import SpilledPacked
 
 FORMATS = ("hf", "gguf", "both")
 EXACT_GGUF = {("q4_0", 4): 32, ("q8_0", 8): 32}  # GGUF type whose grid is symmetric groups of 32
@@ -55,8 +57,8 @@ class QuantizeResult:
 class BlockOutputs:
     """What the block loop leaves for the exports (all keyed by the checkpoint's tensor names)."""
 
+    packed: SpilledPacked                                             # compressed-tensors form, on disk
     layers: list[tuple[int, list[LinearResult]]] = field(default_factory=list)
-    packed: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)   # compressed-tensors form
     replaced: dict[str, torch.Tensor] = field(default_factory=dict)   # other block tensors, AWQ folds applied
     folds: dict[int, list[Fold]] = field(default_factory=dict)        # block -> AWQ folds, in order
     importance: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # weight -> (Σ x², tokens)
@@ -79,7 +81,8 @@ class FoldedWeights:
             block = self.staged.load_block(index)
             apply_folds(block, self.folds.get(index, []))
             names = self.staged.block_tensor_names(index)
-            self._index, self._tensors = index, {names[rel]: t.detach() for rel, t in block.state_dict().items()}
+            self._index, self._tensors = index, {names[rel]: t.detach().clone()  # the block is reloaded in place
+                                                 for rel, t in block.state_dict().items()}
         return self._tensors[disk_name]
 
 
@@ -151,14 +154,14 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              format: str = "hf", gguf_type: str | None = None, include: tuple[str, ...] = (),
              exclude: tuple[str, ...] = (), act_order: bool = False, held_out: int = 16,
              overwrite: bool = False, progress: bool = True, verbose: bool = False, awq_clip: bool = False,
-             keep_logits: bool = False, threads: int | None = None) -> QuantizeResult:
+             keep_logits: bool = False, threads: int | None = None, scale_search: bool = True) -> QuantizeResult:
     """Quantize MODEL's language-model Linears and export to ``out`` (compressed-tensors and/or GGUF)."""
     from vlmkit.export.atomic import faults_in_one_line
 
-    with faults_in_one_line(Path(out)):  # SIGINT / SIGTERM at any stage: one line, nothing left behind
+    with faults_in_one_line(Path(out)), ExitStack() as scratch:  # SIGINT / SIGTERM: one line, nothing left
         if threads:
             torch.set_num_threads(threads)
-        from vlmkit.export.atomic import atomic_dir
+        from vlmkit.export.atomic import atomic_dir, scratch_dir
         from vlmkit.hub import resolve_model
         from vlmkit.logs import quiet_transformers
         from vlmkit.readers import open_checkpoint
@@ -172,7 +175,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         if exact_group and not symmetric:
             exact_group = None
         spec = QuantSpec(method, bits, group_size, symmetric, act_order, awq_clip=awq_clip, include=tuple(include),
-                         exclude=tuple(exclude))
+                         exclude=tuple(exclude), scale_search=scale_search)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         folder = resolve_model(model)
@@ -200,7 +203,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         timings["capture_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        blocks = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams, progress)
+        spill = SpilledPacked(scratch.enter_context(scratch_dir(Path(out))))
+        blocks = _run_blocks(staged, rels, group_of, spec, scale_grid, calib_stream, held_streams, spill, progress)
         timings["quantize_s"] = time.perf_counter() - t
         t = time.perf_counter()
         quality, logits = {}, {}
@@ -242,10 +246,10 @@ def _stream(staged: StagedModel, encode: Encoder, samples: list[Sample], fp: boo
 
 
 def _run_blocks(staged, rels, group_of, spec, scale_grid, calib: Stream, held: dict[str, Stream],
-                progress: bool):
+                spill: SpilledPacked, progress: bool):
     from tqdm import tqdm
 
-    out = BlockOutputs()
+    out = BlockOutputs(packed=spill)
     for index in tqdm(range(staged.n_blocks), desc=f"{spec.method} W{spec.bits}", unit="block",
                       disable=not progress, leave=False):
         block = staged.load_block(index)
@@ -260,17 +264,33 @@ def _run_blocks(staged, rels, group_of, spec, scale_grid, calib: Stream, held: d
         for rel, tensor in block.state_dict().items():
             if rel not in quantized:
                 out.replaced[names[rel]] = tensor.detach().clone()
+        packed = {}
         for r in done.linears:
             disk = names[r.name + ".weight"]
-            out.packed[disk] = _pack(r, block, scale_grid, staged.checkpoint.infos[disk].dtype)
+            packed[disk] = _pack(r, block, scale_grid, staged.checkpoint.infos[disk].dtype)
             out.importance[disk] = (r.input_sq_sum, r.tokens)
             r.input_sq_sum = None  # held once, in out.importance
             # packed above: the float32 dequantized copy, kept to the end, was 4 bytes a weight (3.5 GB at 1 B)
             r.quantized = replace(r.quantized, weight=None)
+        out.packed.add_block(index, packed)
         out.layers.append((index, done.linears))
         out.folds[index] = done.folds
-        del block
+        del block, done, packed
+        _return_freed_memory()
     return out
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's free pages back to the system after each block (glibc's ``malloc_trim``): a block's
+    tensors of a few MB to a few hundred are freed into the heap, which otherwise keeps growing by ~8 MB a
+    block at 1 B. Nothing happens where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _pack(result: LinearResult, block, scale_grid, source_dtype: str) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ class QuantSpec:
     symmetric: bool = True
     act_order: bool = False        # GPTQ: columns in decreasing Hessian-diagonal order (static groups)
     damp: float = 0.01             # GPTQ: dampening, fraction of the mean Hessian diagonal
+    scale_search: bool = True      # GPTQ: each group's range shrunk (1 … 0.8) to its lowest rounding error
     awq_clip: bool = False         # AWQ: AutoAWQ's clipping search after the scales (llm-compressor has none)
     scale_grid: str | None = None  # round scales to this float type first ("float16": GGUF Q4_0 / Q8_0)
     include: tuple[str, ...] = ()  # regexes: also quantize these Linears (outside the decoder blocks too)
