@@ -28,6 +28,7 @@ _SCALAR_BYTES = {vtype: struct.calcsize(fmt) for vtype, fmt in _SCALAR_FORMATS.i
 _STRING, _ARRAY = 8, 9
 _U64 = struct.Struct("<Q")
 _MAX_DIMS = 4          # GGML_MAX_DIMS
+_TENSOR_INFO_MIN = 24  # name length 8 + n_dims 4 + type 4 + offset 8
 _MAX_DEPTH = 4         # arrays of arrays nest at most this deep
 
 
@@ -62,41 +63,36 @@ def check_layout(path: Path, data: bytes) -> None:
     for index in range(n_kv):
         key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
         _skip_value(cursor, cursor.u32(f"KV '{key}' type"), f"KV '{key}'", 0)
-    _check_count(cursor, n_tensors, 24, "tensor count")   # name length 8 + n_dims 4 + type 4 + offset 8
+    _check_count(cursor, n_tensors, _TENSOR_INFO_MIN, "tensor count")
     for index in range(n_tensors):
-        name = cursor.string(f"tensor #{index} name").decode("utf-8", "replace")
-        n_dims = cursor.u32(f"tensor '{name}' dimension count")
-        if n_dims > _MAX_DIMS:
-            raise CheckpointError(path, f"tensor '{name}' has {n_dims} dimensions (GGUF allows {_MAX_DIMS})")
-        cursor.take(8 * n_dims + 4 + 8, f"tensor '{name}' info")
+        _tensor_info(cursor, index)
 
 
 def check_file(path: Path, keys: Collection[str] = ()) -> dict[str, Any]:
     """``check_layout`` of the file at ``path``, then every tensor's data must lie inside it (as llama.cpp
     checks when it loads); returns ``read_values(path, keys)``. What ``vlmkit run`` checks before handing a
     GGUF to llama.cpp, without gguf-py's GGUFReader (~2 s for a 65k-token vocabulary)."""
-    found, _ = _walk(path, keys, check=True)
-    return found
+    return _walk(path, keys)[0]
 
 
 def tensor_ranges(path: Path) -> dict[str, tuple[int, int]]:
     """Each tensor's data as [start, end) byte offsets in the file (checked to lie inside it)."""
-    return _walk(path, (), check=False)[1]
+    return _walk(path, ())[1]
 
 
-def _walk(path: Path, keys: Collection[str], check: bool) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+def _walk(path: Path, keys: Collection[str]) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """One walk of the header making ``check_layout``'s checks (same messages), then the tensors' data bounds."""
     import gguf
 
     found: dict[str, Any] = {}
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if check:
-            check_layout(path, data)   # type: ignore[arg-type]
         cursor, n_tensors, n_kv = _header(path, data)   # type: ignore[arg-type]
         wanted = {*keys, gguf.Keys.General.ALIGNMENT}
         for index in range(n_kv):
             key = cursor.string(f"KV #{index} key").decode("utf-8", "replace")
             _read_or_skip(cursor, key, cursor.u32(f"KV '{key}' type"), wanted, found)
-        tensors = [_tensor_info(cursor) for _ in range(n_tensors)]
+        _check_count(cursor, n_tensors, _TENSOR_INFO_MIN, "tensor count")
+        tensors = [_tensor_info(cursor, index) for index in range(n_tensors)]
         alignment = int(found.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT)) or 1
         start = -(-cursor.pos // alignment) * alignment
         room = len(data) - start
@@ -116,10 +112,14 @@ def _walk(path: Path, keys: Collection[str], check: bool) -> tuple[dict[str, Any
     return {key: value for key, value in found.items() if key in keys}, ranges
 
 
-def _tensor_info(cursor: _Cursor) -> tuple[str, list[int], int, int]:
-    name = cursor.string("tensor name").decode("utf-8", "replace")
-    dims = [cursor.u64(f"tensor '{name}' dimension") for _ in range(cursor.u32(f"tensor '{name}' dimensions"))]
-    return name, dims, cursor.u32(f"tensor '{name}' type"), cursor.u64(f"tensor '{name}' offset")
+def _tensor_info(cursor: _Cursor, index: int) -> tuple[str, list[int], int, int]:
+    """Tensor #``index``'s name, dimensions, ggml type and data offset (relative to the data section)."""
+    name = cursor.string(f"tensor #{index} name").decode("utf-8", "replace")
+    n_dims = cursor.u32(f"tensor '{name}' dimension count")
+    if n_dims > _MAX_DIMS:
+        raise CheckpointError(cursor.path, f"tensor '{name}' has {n_dims} dimensions (GGUF allows {_MAX_DIMS})")
+    *dims, ggml_type, offset = struct.unpack(f"<{n_dims}QIQ", cursor.take(8 * n_dims + 4 + 8, f"tensor '{name}' info"))
+    return name, dims, ggml_type, offset
 
 
 def _read_or_skip(cursor: _Cursor, key: str, vtype: int, keys: Collection[str], found: dict[str, Any]) -> None:
