@@ -61,9 +61,9 @@ def load_notes(spec: QuantSpec) -> list[str]:
     """What a user loading the export should know (one line each, printed and in ``--json``'s notes)."""
     if spec.symmetric:
         return []
-    return ["asymmetric export: stock transformers cannot build compressed-tensors' packed zero points "
-            "(llm-compressor #1618 / #1704), so config.json says `dequantize: true`: from_pretrained decompresses "
-            "the weights while loading (the same values) instead of at the first forward; vLLM runs them packed"]
+    return [("asymmetric export: stock transformers cannot build compressed-tensors' packed zero points "
+             "(llm-compressor #1618 / #1704), so config.json says `dequantize: true`: from_pretrained decompresses "
+             "the weights while loading (the same values) instead of at the first forward; vLLM runs them packed")]
 
 
 def write_compressed_tensors(out: Path, folder: Path, lm_folder: Path, staged, recipe: Recipe, spec: QuantSpec,
