@@ -1,6 +1,6 @@
 """vlmkit RTN / AWQ / GPTQ W4 (group 128) against llm-compressor's GPTQ W4A16 on the same model and the same
-calibration tokens: wall time, peak RSS (each run in its own process) and mean KLD / same top-1 against the
-source model on held-out prompts, printed as ratios to llm-compressor.
+calibration tokens: wall time, peak RSS (each run in its own process, its own ``VmHWM``: vlmkit.memory.peak_rss_mb)
+and mean KLD / same top-1 against the source model on held-out prompts, printed as ratios to llm-compressor.
 
     python -m bench.quantize                   # ~1.1 B Llama (TinyLlama's shape, random bf16): long
     python -m bench.quantize --size small      # ~60 M, minutes
@@ -27,7 +27,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
-import resource
 import subprocess
 import tempfile
 import time
@@ -46,24 +45,13 @@ def calibration_texts(n: int, held_out: int) -> tuple[list[str], list[str]]:
     return train, [*test, *HELD_OUT_TEXTS]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set since it started: ``VmHWM`` (per address space, so it starts afresh at
-    exec). ``ru_maxrss`` does not: Linux carries the parent's resident set at fork into the child's, and the
-    parent here has just built the 1 B model (~2.3 GB), which every worker would then have reported."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict:
     from vlmkit.quant.pipeline import quantize
 
     start = time.perf_counter()
     result = quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
                       progress=False, act_order=method == "gptq")
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": result.peak_rss_mb,
             "phases_s": {k: round(v, 1) for k, v in result.timings.items()}}
 
 
@@ -78,6 +66,8 @@ def worker_llmc(model: str, out: str, calib: str, n: int, vlm: bool) -> dict:
         AutoModelForImageTextToText,
         AutoTokenizer,
     )
+
+    from vlmkit.memory import peak_rss_mb
 
     start = time.perf_counter()
     texts = [line for line in Path(calib).read_text().splitlines() if line.strip()][:n]

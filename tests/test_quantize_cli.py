@@ -68,3 +68,27 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["quantize", "--help"])
     assert result.exit_code == 0 and "Example: vlmkit quantize" in result.output
+
+
+PARENT = """
+import subprocess, sys
+held = bytearray(b"\\x01") * (1 << 30)  # 1 GiB written, so resident
+done = subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]], capture_output=True, text=True)
+print(done.stdout if done.returncode == 0 else done.stderr)
+"""
+CHILD = """
+import json, resource, sys
+from vlmkit.quant.pipeline import quantize
+result = quantize(sys.argv[1], sys.argv[2], method="rtn", samples=2, held_out=1, progress=False)
+print(json.dumps([result.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is Linux's")
+def test_peak_rss_is_the_process_own_not_its_parents(zoo, tmp_path: Path) -> None:
+    """quantize started by a process holding 1 GiB: ru_maxrss reports the parent's gigabyte (Linux carries it
+    through fork and exec), the result's peak_rss_mb (VmHWM) only the quantize process's own ~0.4 GB."""
+    done = subprocess.run([sys.executable, "-c", PARENT, CHILD, str(zoo("llama")), str(tmp_path / "q")],
+                          capture_output=True, text=True, check=True)
+    ours, inherited = json.loads(done.stdout.strip().splitlines()[-1])
+    assert inherited > 1024 and 100 < ours < 900, (ours, inherited)

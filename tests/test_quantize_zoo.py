@@ -15,6 +15,7 @@ from vlmkit.quant.pipeline import quantize
 from vlmkit.runtime.transformers_backend import model_class
 
 CASES = [("llava-calm2-siglip", "gptq", {}), ("llava-clip", "awq", {}), ("llama", "gptq", {}),
+         ("llama", "awq", {"symmetric": False}), ("llava-clip", "gptq", {"symmetric": False, "act_order": True}),
          ("opencalm", "awq", {"awq_clip": True}), ("vila", "rtn", {})]
 
 

@@ -12,11 +12,13 @@ memory-mapped, the mapped pages of repacked tensors given back as llama.cpp load
 backend allocates for that answer, llama.cpp's compute buffers (its graph for one micro-batch: hidden states,
 the FFN's two intermediates and a logits row per token) and the process itself (interpreter, vlmkit, llama.cpp,
 numpy, PIL: no torch, the image processor's geometry for SigLIP / CLIP is vlmkit's own). Measured against
-``bench/seed_scale.py``.
+``bench/seed_scale.py``. ``peak_rss_mb`` is the one measurement: the peak every ``--json`` report gives.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -160,3 +162,20 @@ def _cgroup_room() -> int | None:
     except (OSError, ValueError):
         return None
 
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far, in MB (the ``peak_rss_mb`` of every ``--json`` report).
+
+    Linux: ``VmHWM`` from /proc/self/status, the high-water mark of this process's own address space, which
+    starts afresh at exec. ``getrusage``'s ``ru_maxrss`` does not: a forked child's mark starts at the parent's
+    resident set and exec keeps it, so a process started by a large parent (a bench that has built a 1 B model,
+    a test runner) would report the parent's size. Elsewhere ``ru_maxrss`` (bytes on macOS, KiB on the BSDs)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024

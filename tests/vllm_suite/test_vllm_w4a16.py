@@ -25,13 +25,15 @@ TEXT = "The quick brown fox jumps over the lazy dog. 日本語のテキストも
 BF16_ULP = 0.25  # bf16's spacing at this logit scale (32-64): two runtimes' bf16 roundings differ by this much
 
 
-@pytest.fixture(scope="module")
-def llama_w4a16(zoo, tmp_path_factory):
-    """(source, export, [(model inputs, vlmkit's dequantized float32 logits)] on held-out texts)."""
+@pytest.fixture(scope="module", params=[True, False], ids=["sym", "asym"])
+def llama_w4a16(zoo, tmp_path_factory, request):
+    """(source, export, [(model inputs, vlmkit's dequantized float32 logits)] on held-out texts). Asymmetric:
+    vLLM's CPU kernel with zero points (uint4) on the packed tensors; transformers through the `dequantize` path
+    the export's config names (its compressed path cannot build packed zero points, llm-compressor #1618)."""
     source = zoo("llama")
     out = tmp_path_factory.mktemp("w4a16") / "llama-w4a16"
-    result = vlmkit.quantize(source, out, method="rtn", bits=4, group_size=32, calib="demo", samples=4, held_out=2,
-                             progress=False, keep_logits=True)
+    result = vlmkit.quantize(source, out, method="rtn", bits=4, group_size=32, symmetric=request.param, calib="demo",
+                             samples=4, held_out=2, progress=False, keep_logits=True)
     return source, out, [pair for pairs in result.logits.values() for pair in pairs]
 
 
@@ -75,11 +77,12 @@ def test_llama_w4a16_on_vllm_matches_transformers_and_vlmkit(llama_w4a16):
     assert [r.text for r in ours] == [r.text for r in reference] and all(len(r.token_ids) == 16 for r in ours)
     vlmkit_logits = [None, *(logits.float().numpy() for _, logits in dequantized)]
     for mine, theirs, exact, full in zip(ours_logits, hf_logits, vlmkit_logits, full_logits):
-        engine_gap = np.abs(mine - theirs).max()
-        quantization_gap = np.abs(full - theirs).max()
+        engine_gap, quantization_gap = np.abs(mine - theirs), np.abs(full - theirs)
         # the runtimes differ by bf16 rounding, far less than what 4-bit weights change: vLLM computes with the
-        # quantized weights, not something else
-        assert engine_gap <= BF16_ULP and engine_gap * 5 < quantization_gap, (engine_gap, quantization_gap)
+        # quantized weights, not something else. Means (measured 0.017 against 0.19-0.24, sym and asym): the
+        # largest engine gap is one bf16 step, the largest weight change 1.2 (asym) to 1.7 (sym)
+        assert engine_gap.max() <= BF16_ULP and engine_gap.mean() * 5 < quantization_gap.mean(), \
+            (engine_gap.mean(), quantization_gap.mean())
         assert (mine.argmax(-1) == theirs.argmax(-1)).all()
         if exact is not None:  # vlmkit's float32 dequantized forward, what `quantize` reported on
             assert np.abs(mine - exact).max() <= BF16_ULP and (mine.argmax(-1) == exact.argmax(-1)).all()

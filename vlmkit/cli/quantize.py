@@ -24,7 +24,10 @@ def quantize_command(
     group_size: Annotated[int, typer.Option(
         help="Columns per scale; 0 = one scale per output channel. A width it does not divide falls back to "
              "per-channel scales for that Linear.")] = 128,
-    sym: Annotated[bool, typer.Option("--sym/--asym", help="Symmetric (no zero point) or asymmetric grid.")] = True,
+    sym: Annotated[bool, typer.Option("--sym/--asym", help=(
+        "Symmetric (no zero point) or asymmetric grid. --asym: transformers decompresses the export while loading "
+        "(dequantize: true), vLLM runs it packed; GGUF Q4_0 / Q8_0 cannot hold zero points (requantized).")
+    )] = True,
     calib: Annotated[str, typer.Option(
         help="'demo', a questions.jsonl folder (image questions), or a .txt / .jsonl of texts.")] = "demo",
     samples: Annotated[int, typer.Option(help="Calibration samples.")] = 64,

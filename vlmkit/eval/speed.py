@@ -42,8 +42,8 @@ def measure(model: str | os.PathLike, image: Any = None, runs: int = 5, max_new_
     """Median over ``runs`` timed greedy generations; the decode rate counts the tokens actually produced
     (a model may stop at end-of-sequence before ``max_new_tokens``)."""
     from vlmkit.api import load
+    from vlmkit.memory import peak_rss_mb
     from vlmkit.runtime.prompt import load_image
-    from vlmkit.runtime.session import peak_rss_mb
 
     runner = load(model, backend=backend, threads=threads, verbose=verbose, download=download)
     try:

@@ -8,6 +8,15 @@ when asymmetric), as compressed-tensors' ``PackedQuantizationCompressor`` produc
 names every kept Linear both as transformers 5 builds it (``model.vision_tower.encoder...``: the names the
 loader matches; listing only the on-disk spelling gets the tower wrapped as quantized and the load fails)
 and in the on-disk spelling (what vLLM and transformers 4 match). Non-weight files are copied unchanged.
+
+Asymmetric exports (``--asym``) also carry ``"dequantize": true`` in their ``quantization_config``: the tensors
+are exactly what ``PackedQuantizationCompressor.compress`` writes and vLLM's ``CompressedTensorsWNA16`` reads
+(the zero point packed along the rows, [rows / 8, groups] at 4 bits), but compressed-tensors' ``compress`` on
+the meta device, which transformers uses to build the empty compressed model, leaves the zero point unpacked
+([rows, groups]), so stock ``from_pretrained`` stops on the shape mismatch (llm-compressor issues #1618,
+#1704). ``dequantize`` is transformers' own ``CompressedTensorsConfig`` field, read from ``config.json``: the
+model is then built dense and each quantized Linear decompressed at load by compressed-tensors' own
+``decompress``, which reads the packed zero point right. vLLM ignores the key and runs the packed weights.
 """
 
 from __future__ import annotations
@@ -43,7 +52,18 @@ def quantization_config(recipe: Recipe, spec: QuantSpec, disk_names: dict[str, s
                                 quantization_status="compressed")
     out = config.model_dump(exclude_none=True)
     out["quant_method"] = "compressed-tensors"
+    if not spec.symmetric:
+        out["dequantize"] = True
     return out
+
+
+def load_notes(spec: QuantSpec) -> list[str]:
+    """What a user loading the export should know (one line each, printed and in ``--json``'s notes)."""
+    if spec.symmetric:
+        return []
+    return [("asymmetric export: stock transformers cannot build compressed-tensors' packed zero points "
+             "(llm-compressor #1618 / #1704), so config.json says `dequantize: true`: from_pretrained decompresses "
+             "the weights while loading (the same values) instead of at the first forward; vLLM runs them packed")]
 
 
 def write_compressed_tensors(out: Path, folder: Path, lm_folder: Path, staged, recipe: Recipe, spec: QuantSpec,

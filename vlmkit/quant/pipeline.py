@@ -8,7 +8,6 @@ block forward, not a second model in memory.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +19,7 @@ import torch
 from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import family_for, text_dir
 from vlmkit.families.base import LANGUAGE_MODEL, Family
+from vlmkit.memory import peak_rss_mb
 from vlmkit.readers.model_files import read_config
 from vlmkit.quant.blocks import Fold, LinearResult, apply_folds, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
@@ -40,6 +40,8 @@ class QuantizeResult:
     layers: list[dict[str, Any]]
     quality: dict[str, Any]
     timings: dict[str, float]
+    # this process's peak resident set since it started, in MB (Linux VmHWM: vlmkit.memory.peak_rss_mb; not
+    # ru_maxrss, which a process started by a large parent inherits); includes what the caller held before
     peak_rss_mb: float
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -181,6 +183,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         folder = resolve_model(model)
         config, family = validate_source(folder)
         lm_folder, notes = language_model_folder(folder, family)
+        notes += _asymmetric_notes(spec, format, gguf_type)
         lm_config = read_config(lm_folder) or {}
         checkpoint = open_checkpoint(lm_folder)
         lm_family, _ = family_for(lm_config, list(checkpoint.infos))
@@ -221,8 +224,19 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
                     calibration, calib_stream, result, verbose)
         timings["export_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
-        result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result.peak_rss_mb = peak_rss_mb()
         return result
+
+
+def _asymmetric_notes(spec: QuantSpec, format: str, gguf_type: str) -> list[str]:
+    """What --asym means for each export, known before the run, kept in the notes."""
+    from vlmkit.export.compressed_tensors import load_notes
+
+    notes = load_notes(spec) if format != "gguf" else []
+    if format != "hf" and not spec.symmetric and (gguf_type, spec.bits) in EXACT_GGUF:
+        notes.append(f"GGUF {gguf_type}: ggml's blocks are symmetric (no zero point), so the --asym integers "
+                     "cannot be written into them exactly")
+    return notes
 
 
 def _scale_grid(checkpoint, staged: StagedModel, rels: list[str], exact_group: int | None, spec: QuantSpec,

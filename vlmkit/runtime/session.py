@@ -7,28 +7,12 @@ still become a stop string is held back from the stream until it is decided.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
+from vlmkit.memory import peak_rss_mb
 from vlmkit.runtime.base import Backend, GenerationResult, Message, SamplingParams
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far.
-
-    Linux: VmHWM from /proc (getrusage's ru_maxrss survives exec, so a process started from a big
-    parent would report the parent's peak); elsewhere ru_maxrss (macOS bytes, others KiB)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 class StopTextStream:

@@ -259,7 +259,8 @@ class VllmBackend(TransformersBackend):
 
     def generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """``generate_many`` with the session's stop strings and statistics (timing is the batch's)."""
-        from vlmkit.runtime.session import StopTextStream, peak_rss_mb
+        from vlmkit.memory import peak_rss_mb
+        from vlmkit.runtime.session import StopTextStream
 
         start = time.perf_counter()
         all_ids = self.generate_many(prompts, params)
