@@ -184,9 +184,10 @@ def compare(model: Path, work: Path, n: int, llmc_python: str, vlm: bool, demo_s
 
 
 def demo_total(model: Path) -> float:
-    from vlmkit.eval.vqa import evaluate, split_questions
+    """The MME-style total on the demo's 6,000-question test split (the issue's budgets are judged there)."""
+    from vlmkit.eval.vqa import evaluate, load_questions
 
-    return float(evaluate(split_questions("test"), model)["total"])
+    return float(evaluate(load_questions("demo-large"), model)["total"])
 
 
 def print_table(title: str, rows: list[dict]) -> None:

@@ -63,8 +63,9 @@ def compare_command(
                                 "--against f16.jsonl   ·   vlmkit eval vqa ./model --data my_set/ --limit 100")
 def vqa_command(
     model: Annotated[str, typer.Argument(help="Model (HF directory, GGUF, hub id, demo).")],
-    data: Annotated[str, typer.Option(help="'demo' (the demo's test split), 'demo-mme' (the same, each question ending "
-                                                "in MME's 'Please answer yes or no.') or a questions.jsonl / its directory.")] = "demo",
+    data: Annotated[str, typer.Option(help="'demo' (the demo's test split, 600 questions), 'demo-mme' (the same, each "
+                                                "question ending in MME's 'Please answer yes or no.'), 'demo-large' (the "
+                                                "test split at 6,000 questions) or a questions.jsonl / its directory.")] = "demo",
     backend: Backend = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Only the first N questions.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Answers jsonl; a rerun resumes from it.")] = None,

@@ -20,11 +20,13 @@ def render(result, console) -> None:
                        layer["awq"] or "")
     console.print(layers)
     quality = Table(title="quantized vs original on held-out prompts (disjoint from calibration)")
-    for column in ("set", "positions", "mean KLD", "max KLD", "same top-1 %", "RMS Δp"):
+    for column in ("set", "positions", "mean KLD", "max KLD", "same top-1 %", "RMS Δp", "last position: KLD",
+                   "same top-1 %"):
         quality.add_column(column, justify="left" if column == "set" else "right")
     for name, q in result.quality.items():
         quality.add_row(name, str(q["n_positions"]), f"{q['mean_kld']:.3g}", f"{q['max_kld']:.3g}",
-                        f"{100 * q['same_top1']:.2f}", f"{q['rms_dp']:.4f}")
+                        f"{100 * q['same_top1']:.2f}", f"{q['rms_dp']:.4f}", f"{q['last_position_mean_kld']:.3g}",
+                        f"{100 * q['last_position_same_top1']:.2f}")
     console.print(quality)
     reasons = Counter(result.kept.values())
     console.print(f"quantized {len(result.quantized)} Linears; kept {len(result.kept)}: " +

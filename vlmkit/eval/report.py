@@ -128,14 +128,17 @@ def quantization_section(record: dict[str, Any]) -> str:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     rows = [(b, *(f"{error[b, linear]:.4g}" if (b, linear) in error else "-" for linear in linears)) for b in blocks]
     spec = record["spec"]
-    quality = [(name, q["n_positions"], f"{q['mean_kld']:.4g}", f"{100 * q['same_top1']:.2f} %")
+    quality = [(name, q["n_positions"], f"{q['mean_kld']:.4g}", f"{100 * q['same_top1']:.2f} %",
+                *((f"{q['last_position_mean_kld']:.4g}", f"{100 * q['last_position_same_top1']:.2f} %")
+                  if "last_position_mean_kld" in q else ("-", "-")))  # records written before the column
                for name, q in record.get("quality", {}).items()]
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in record.get("notes", []))
     return (f"<h2>Quantization error per layer</h2><p>{html.escape(spec['method'].upper())} "
             f"{html.escape(str(spec.get('scheme', '')))} group {spec['group_size'] or 'channel'} of "
             f"{html.escape(record['source'])} (from {html.escape(record['file'])})</p>"
             + _img(fig, "quantization error per layer") + _table(("block", *label.values()), rows)
-            + _table(("held-out set (quantizer's own check)", "positions", "mean KLD", "same top-1"), quality) + notes)
+            + _table(("held-out set (quantizer's own check)", "positions", "mean KLD", "same top-1",
+                     "last position: mean KLD", "same top-1"), quality) + notes)
 
 
 def speed_section(results: Sequence[Any]) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from vlmkit.demo.dataset import LARGE_TEST_IMAGES, TEST_IMAGES
 from vlmkit.errors import VlmkitError
 from vlmkit.metrics.mme import Prediction, score
 
@@ -45,7 +46,10 @@ class Question:
 
 # --- questions -----------------------------------------------------------------------------------------
 
-DEMO_SETS = {"demo": False, "demo-mme": True}  # the demo's test split asked plainly / the benchmarks' way
+# name -> (benchmark phrasing, test-split images): the demo's test split asked plainly / the benchmarks' way, and
+# ten times larger. 600 questions score one lost yes/no pair as 3 points, so they cannot tell a 2-point
+# difference from one near-tied question; 6,000 (whose first 600 are ``demo``) put one answer at ~0.3 points.
+DEMO_SETS = {"demo": (False, TEST_IMAGES), "demo-mme": (True, TEST_IMAGES), "demo-large": (False, LARGE_TEST_IMAGES)}
 
 
 def split_questions(split: str = "test", n: int | None = None, seed: int = 0,
@@ -78,9 +82,11 @@ def set_questions(path: str | os.PathLike) -> list[Question]:
 
 def load_questions(data: str | os.PathLike = "demo", limit: int | None = None) -> list[Question]:
     """``demo`` (the demo's test split, 600 questions), ``demo-mme`` (the same ending in MME's "Please answer yes
-    or no." / the short-answer request) or a questions.jsonl / its directory."""
+    or no." / the short-answer request), ``demo-large`` (the test split at 2,000 images: 6,000 questions, the first
+    600 of them ``demo``'s) or a questions.jsonl / its directory."""
     if str(data) in DEMO_SETS:
-        questions = split_questions("test", benchmark_phrasing=DEMO_SETS[str(data)])
+        phrasing, images = DEMO_SETS[str(data)]
+        questions = split_questions("test", images, benchmark_phrasing=phrasing)
     else:
         questions = set_questions(data)
     return questions[:limit] if limit else questions
