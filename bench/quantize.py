@@ -6,6 +6,7 @@ and mean KLD / same top-1 against the source model on held-out prompts, printed 
     python -m bench.quantize --size small      # ~60 M, minutes
     python -m bench.quantize --demo            # also the demo VLM: KLD and the MME-style total
     python -m bench.quantize --methods gptq    # only some of vlmkit's methods (AWQ's scale search is the long one)
+    python -m bench.quantize --methods awq,awq-clip --layers 2   # AWQ with and without AutoAWQ's clipping
     python -m bench.quantize --layers 4        # the 1 B shape with 4 decoder blocks: same per-block cost, quicker
 
 llm-compressor pins another transformers, so it runs from its own venv (``--llmc-python``, default
@@ -31,7 +32,9 @@ import subprocess
 import tempfile
 import time
 
-METHODS = ("rtn", "awq", "gptq")
+METHODS = ("rtn", "awq", "gptq")  # the default runs
+SETTINGS = {"rtn": {"method": "rtn"}, "awq": {"method": "awq"}, "gptq": {"method": "gptq", "act_order": True},
+            "awq-clip": {"method": "awq", "awq_clip": True}}  # vlmkit's settings per run name
 LLMC_PYTHON = "/work/venvs/llmcompressor/bin/python"
 
 
@@ -49,8 +52,8 @@ def worker_vlmkit(model: str, out: str, method: str, calib: str, n: int) -> dict
     from vlmkit.quant.pipeline import quantize
 
     start = time.perf_counter()
-    result = quantize(model, out, method=method, bits=4, group_size=128, calib=calib, samples=n, held_out=2,
-                      progress=False, act_order=method == "gptq")
+    result = quantize(model, out, bits=4, group_size=128, calib=calib, samples=n, held_out=2, progress=False,
+                      **SETTINGS[method])
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": result.peak_rss_mb,
             "phases_s": {k: round(v, 1) for k, v in result.timings.items()}}
 
@@ -215,12 +218,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--layers", type=int, help="decoder blocks of the random Llama (default: the size's own)")
     parser.add_argument("--demo", action="store_true", help="also compare on the demo VLM (with its score)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="vlmkit methods, comma-separated")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"vlmkit runs, comma-separated, of {', '.join(SETTINGS)} (awq-clip: AWQ with AutoAWQ's "
+                             "clipping search)")
     parser.add_argument("--llmc-python", default=LLMC_PYTHON)
     args = parser.parse_args()
     methods = tuple(m for m in args.methods.split(",") if m)
-    if not set(methods) <= set(METHODS):
-        parser.error(f"--methods: choose from {', '.join(METHODS)}")
+    if not set(methods) <= set(SETTINGS):
+        parser.error(f"--methods: choose from {', '.join(SETTINGS)}")
     from bench.run import build_model
     from vlmkit.hub import demo_path
 
