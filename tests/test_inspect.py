@@ -173,3 +173,32 @@ def test_run_memory_prediction_holds_the_files_and_cache_vlmkit_run_allocates(zo
         assert row["kv_cache"] == runner.backend.kv_size * per_position
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("name,symmetric,group_size", [("llava-calm2-siglip", True, 128), ("llama", False, 128),
+                                                       ("llama", True, 96), ("vila", True, 128)])
+def test_compressed_tensors_export_counts_as_the_model_it_stands_for(zoo, tmp_path, name, symmetric, group_size):
+    """A pack-quantized export (int32 words of 8 int4 values + scales, zero points when asymmetric; group 96 makes
+    the per-channel fallback, a second scheme; VILA's scheme is in llm/config.json) has the source's parameter count, per component too, and its
+    files' bytes, and the memory plans of the same model; the packed Linears are counted at their logical shapes
+    as I4."""
+    from vlmkit.quant.pipeline import quantize
+
+    out = tmp_path / "q"
+    result = quantize(zoo(name), out, method="rtn", bits=4, group_size=group_size, symmetric=symmetric,
+                      calib="demo", samples=2, held_out=1, progress=False)
+    source, packed = inspect_model(zoo(name), memory=True), inspect_model(out, memory=True)
+    assert packed.memory["inference"] == source.memory["inference"]  # f32 / bf16 / q4_k_m ... of the same model
+    assert packed.params == source.params  # the source against transformers: test_parameter_count_equals_transformers
+    assert {c.name: c.params for c in packed.components} == {c.name: c.params for c in source.components}
+    stored = 0
+    for file in out.rglob("*.safetensors"):  # VILA: llm/, vision_tower/, mm_projector/
+        raw = file.read_bytes()
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        stored += sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
+    assert packed.bytes == stored and not packed.buffers and not packed.tied
+    assert packed.quantization["packed_linears"] == len(result.quantized) > 0
+    assert packed.dtypes["I4"]["tensors"] == len(result.quantized)
+    schemes = packed.quantization["schemes"]
+    assert {s["num_bits"] for s in schemes} == {4} and {s["symmetric"] for s in schemes} == {symmetric}
+    assert source.quantization is None and "I32" not in packed.dtypes

@@ -21,6 +21,8 @@ from vlmkit.hub import resolve_model
 from vlmkit.memory import estimate_memory, estimate_run, training_bytes
 from vlmkit.readers import open_checkpoint
 from vlmkit.readers.base import Checkpoint, TensorInfo
+from vlmkit.readers.model_files import read_config as read_config_file
+from vlmkit.readers.compressed_tensors import logical_params, quantization_summary
 from vlmkit.tokenizer_info import TokenizerSummary, summarize_tokenizer
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<=/)\d+(?=/)|(?<=_)\d+(?=/)")  # a.3.b, a/3/b, a_3/b
@@ -71,6 +73,8 @@ class ModelReport:
     # tensor-name prefixes that vLLM or transformers 4.x/5 refuse -> the prefix all of them load
     # (fixed by `vlmkit convert MODEL --to hf`)
     layout_faults: dict[str, str] = field(default_factory=dict)
+    # a compressed-tensors checkpoint's scheme (its packed Linears counted at their logical shapes above)
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,8 +82,6 @@ class ModelReport:
 
 def read_config(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
     """config.json beside the weights; GGUF files describe themselves in their metadata."""
-    from vlmkit.readers.model_files import read_config as read_config_file
-
     config = read_config_file(path if path.is_dir() else path.parent)
     if config is not None:
         return config
@@ -203,9 +205,10 @@ class ModelView:
     config: dict[str, Any]
     family: Family
     guessed: bool
-    params: dict[str, TensorInfo]
+    params: dict[str, TensorInfo]   # a compressed-tensors checkpoint's packed Linears at their logical shapes
     tied: dict[str, str]
     buffers: list[str]
+    quantization: dict[str, Any] | None = None
 
     @property
     def folder(self) -> Path:
@@ -224,7 +227,10 @@ def open_model(model: str | Path, *, download: bool = False) -> Iterator[ModelVi
         config = read_config(path, checkpoint)
         family, guessed = family_for(config, checkpoint.infos)
         params, tied, buffers = parameter_tensors(checkpoint.infos, family, config)
-        yield ModelView(path, checkpoint, config, family, guessed, params, tied, buffers)
+        folder = path if path.is_dir() else path.parent
+        quantization = quantization_summary([config, *_sub_folder_configs(folder, checkpoint.files)])
+        params = logical_params(params, quantization)
+        yield ModelView(path, checkpoint, config, family, guessed, params, tied, buffers, quantization)
     finally:
         checkpoint.close()
 
@@ -249,6 +255,7 @@ def _report(view: ModelView) -> ModelReport:
     folder, config, family = view.folder, view.config, view.family
     files = view.checkpoint.files
     hf_names = foreign_hf_names(view)
+    params = view.params
     return ModelReport(
         path=str(view.path),
         format=view.checkpoint.format,
@@ -258,10 +265,10 @@ def _report(view: ModelView) -> ModelReport:
         family=family.name,
         family_guessed=view.guessed,
         custom_code=family.custom_code or "auto_map" in config,
-        params=sum(i.numel for i in view.params.values()),
-        bytes=sum(i.nbytes for i in view.params.values()),
-        dtypes=_dtype_mix(view.params),
-        components=_component_stats(view.params, family, hf_names),
+        params=sum(i.numel for i in params.values()),
+        bytes=sum(i.nbytes for i in params.values()),
+        dtypes=_dtype_mix(params),
+        components=_component_stats(params, family, hf_names),
         tied=view.tied,
         buffers=view.buffers,
         config={k: v for k in family.config_fields if (v := config_value(config, k)) is not None},
@@ -269,7 +276,18 @@ def _report(view: ModelView) -> ModelReport:
                                       view.checkpoint.metadata if view.checkpoint.format == "gguf" else None),
         tensors=fold_tensors(view.checkpoint.infos, family, hf_names),
         layout_faults=_layout_faults(view),
+        quantization=view.quantization,
     )
+
+
+def _sub_folder_configs(folder: Path, files: list[Path]) -> list[dict[str, Any]]:
+    """config.json files beside weight files below the model's folder (a custom-code checkpoint's ``llm/``)."""
+    out = []
+    for sub in sorted({f.parent for f in files if f.parent != folder and f.parent.is_relative_to(folder)}):
+        config = read_config_file(sub)
+        if config:
+            out.append(config)
+    return out
 
 
 def _tokenizer_folder(folder: Path) -> Path:

@@ -36,6 +36,8 @@ def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, co
     console.print(f"parameters: [bold]{report.params:,}[/] ({human_count(report.params)})   "
                   f"size: {human_bytes(report.bytes)}   dtypes: "
                   + ", ".join(f"{d} {human_count(v['params'])}" for d, v in report.dtypes.items()))
+    if report.quantization:
+        console.print(_quantization(report.quantization))
     console.print(_components(report))
     if report.tied:
         console.print("tied: " + ", ".join(f"{a} = {b}" for a, b in report.tied.items()))
@@ -54,6 +56,19 @@ def render(report: ModelReport, *, show_tensors: bool = True, depth: int = 4, co
         console.print(_tree(report.tree["root"], depth))
     if show_tensors:
         console.print(_tensors(report, console.width))
+
+
+def _quantization(quant: dict[str, Any]) -> str:
+    """One line: the compressed-tensors scheme(s), how many Linears are packed and how many names are kept."""
+    schemes = []
+    for s in quant["schemes"]:
+        size = f"group {s['group_size']}" if s["strategy"] == "group" else (s["strategy"] or "?")
+        grid = "symmetric" if s["symmetric"] else "asymmetric"
+        schemes.append(f"{s['type'] or 'int'}{s['num_bits']} weights, {size}, {grid}"
+                       + (", quantized activations" if s["activations"] else ""))
+    return (f"quantization: {quant['quant_method']} {quant['format'] or ''}: " + "; ".join(schemes)
+            + f"   packed Linears: {quant['packed_linears']} (counted at their logical shapes)"
+            + f"   ignore list: {quant['ignore']} names")
 
 
 def _components(report: ModelReport) -> Table:
