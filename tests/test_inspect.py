@@ -163,9 +163,8 @@ def test_run_memory_prediction_holds_the_files_and_cache_vlmkit_run_allocates(zo
     config = json.loads((model / "config.json").read_text())["text_config"]
     runner = vlmkit.load(out, device="cpu")
     try:
-        from skimage import data
-
         from PIL import Image
+        from skimage import data
 
         runner.generate("What is this?", images=[load_image(Image.fromarray(data.astronaut()))], max_new_tokens=64)
         per_position = 2 * config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * (
@@ -202,3 +201,20 @@ def test_compressed_tensors_export_counts_as_the_model_it_stands_for(zoo, tmp_pa
     schemes = packed.quantization["schemes"]
     assert {s["num_bits"] for s in schemes} == {4} and {s["symmetric"] for s in schemes} == {symmetric}
     assert source.quantization is None and "I32" not in packed.dtypes
+
+
+@pytest.mark.parametrize("groups", [[1, 2], {"g": None}, {"g": {"weights": {"num_bits": "4"}}},
+                                    {"g": {"weights": {"num_bits": 0}, "targets": "Linear"}}])
+def test_unreadable_compressed_tensors_scheme_counts_tensors_as_stored(zoo, tmp_path, groups):
+    """A quantization_config that does not give one readable bit width: the packed tensors are counted as stored
+    and said so, never a traceback."""
+    from vlmkit.quant.pipeline import quantize
+
+    out = tmp_path / "q"
+    quantize(zoo("llama"), out, method="rtn", bits=4, calib="demo", samples=2, held_out=1, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"]["config_groups"] = groups
+    (out / "config.json").write_text(json.dumps(config))
+    report = inspect_model(out)
+    assert report.quantization["packed_as_stored"] == 14 and report.quantization["packed_linears"] == 0
+    assert "I32" in report.dtypes

@@ -21,8 +21,8 @@ from vlmkit.hub import resolve_model
 from vlmkit.memory import estimate_memory, estimate_run, training_bytes
 from vlmkit.readers import open_checkpoint
 from vlmkit.readers.base import Checkpoint, TensorInfo
-from vlmkit.readers.model_files import read_config as read_config_file
 from vlmkit.readers.compressed_tensors import logical_params, quantization_summary
+from vlmkit.readers.model_files import read_config as read_config_file
 from vlmkit.tokenizer_info import TokenizerSummary, summarize_tokenizer
 
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)|(?<=/)\d+(?=/)|(?<=_)\d+(?=/)")  # a.3.b, a/3/b, a_3/b

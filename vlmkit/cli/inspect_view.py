@@ -9,7 +9,6 @@ from rich.table import Table
 from rich.tree import Tree
 
 from vlmkit.cli import console as make_console
-
 from vlmkit.inspect import ModelReport
 
 
@@ -63,11 +62,14 @@ def _quantization(quant: dict[str, Any]) -> str:
     schemes = []
     for s in quant["schemes"]:
         size = f"group {s['group_size']}" if s["strategy"] == "group" else (s["strategy"] or "?")
-        grid = "symmetric" if s["symmetric"] else "asymmetric"
+        grid = {True: "symmetric", False: "asymmetric"}.get(s["symmetric"], "symmetric?")
         schemes.append(f"{s['type'] or 'int'}{s['num_bits']} weights, {size}, {grid}"
                        + (", quantized activations" if s["activations"] else ""))
     return (f"quantization: {quant['quant_method']} {quant['format'] or ''}: " + "; ".join(schemes)
-            + f"   packed Linears: {quant['packed_linears']} (counted at their logical shapes)"
+            + (f"   packed Linears: {quant['packed_linears']} (counted at their logical shapes)"
+               if not quant["packed_as_stored"] else
+               f"   [yellow]{quant['packed_as_stored']} weight_packed tensors counted as stored (no "
+               "pack-quantized scheme of one bit width in config.json)[/]")
             + f"   ignore list: {quant['ignore']} names")
 
 

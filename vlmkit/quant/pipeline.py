@@ -20,12 +20,12 @@ from vlmkit.errors import UnsupportedError, VlmkitError
 from vlmkit.families import family_for, text_dir
 from vlmkit.families.base import LANGUAGE_MODEL, Family
 from vlmkit.memory import peak_rss_mb
-from vlmkit.readers.model_files import read_config
 from vlmkit.quant.blocks import Fold, LinearResult, apply_folds, quantize_block
 from vlmkit.quant.calibration import Encoder, Sample, held_out_texts, load_samples
 from vlmkit.quant.capture import BlockInput, StagedModel, run_block
 from vlmkit.quant.recipe import QuantSpec, Recipe, decide
 from vlmkit.quant.spill import SpilledPacked
+from vlmkit.readers.model_files import read_config
 
 FORMATS = ("hf", "gguf", "both")
 EXACT_GGUF = {("q4_0", 4): 32, ("q8_0", 8): 32}  # GGUF type whose grid is symmetric groups of 32
@@ -181,7 +181,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         timings: dict[str, float] = {}
         start = time.perf_counter()
         folder = resolve_model(model)
-        config, family = validate_source(folder)
+        _, family = validate_source(folder)
         lm_folder, notes = language_model_folder(folder, family)
         notes += _asymmetric_notes(spec, format, gguf_type)
         lm_config = read_config(lm_folder) or {}

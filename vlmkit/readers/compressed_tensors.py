@@ -29,25 +29,35 @@ def quantization_summary(configs: list[dict[str, Any]]) -> dict[str, Any] | None
     if quant is None:
         return None
     schemes = []
-    for name, group in sorted((quant.get("config_groups") or {}).items()):
-        weights = (group or {}).get("weights") or {}
-        schemes.append({"group": name, "targets": list(group.get("targets") or []),
+    groups = quant.get("config_groups")
+    for name, group in sorted(groups.items() if isinstance(groups, dict) else []):
+        group = group if isinstance(group, dict) else {}  # a malformed entry shows as an unknown scheme
+        weights = group.get("weights") if isinstance(group.get("weights"), dict) else {}
+        targets = group.get("targets")
+        schemes.append({"group": name, "targets": list(targets) if isinstance(targets, list) else [],
                         "num_bits": weights.get("num_bits"), "type": weights.get("type"),
                         "strategy": weights.get("strategy"), "group_size": weights.get("group_size"),
                         "symmetric": weights.get("symmetric"),
                         "activations": bool(group.get("input_activations"))})
+    ignore = quant.get("ignore")
     return {"quant_method": "compressed-tensors", "format": quant.get("format"), "schemes": schemes,
-            "ignore": len(quant.get("ignore") or []), "packed_linears": 0}
+            "ignore": len(ignore) if isinstance(ignore, list) else 0, "packed_linears": 0, "packed_as_stored": 0}
 
 
 def logical_params(params: dict[str, TensorInfo], summary: dict[str, Any] | None) -> dict[str, TensorInfo]:
     """``params`` with every packed Linear as one ``weight`` of its logical shape (dtype ``I<bits>``) holding the
     bytes of its packed integers, scales and zero points; ``summary["packed_linears"]`` counts them. Without one
-    bit width for every scheme the entries stay as stored."""
-    bits = {s["num_bits"] for s in (summary or {}).get("schemes", [])}
-    if summary is None or summary.get("format") != "pack-quantized" or len(bits) != 1 or None in bits:
+    readable bit width for every scheme the entries stay as stored, counted in ``summary["packed_as_stored"]``.
+    The logical width is ``words · 32 / bits``: exact whenever ``bits · width`` is a multiple of 32 (every 4- and
+    8-bit Linear of a width divisible by 8), else an upper bound within ``32 / bits``."""
+    if summary is None:
         return params
-    (width,) = bits
+    bits = {s["num_bits"] for s in summary["schemes"]}
+    width = next(iter(bits)) if len(bits) == 1 else None
+    if summary["format"] != "pack-quantized" or not isinstance(width, int) or isinstance(width, bool) \
+            or not 1 <= width <= 8:
+        summary["packed_as_stored"] = sum(name.endswith(PACKED) for name in params)
+        return params
     out = dict(params)
     for name, info in params.items():
         if not name.endswith(PACKED) or len(info.shape) != 2:
