@@ -227,10 +227,10 @@ def open_model(model: str | Path, *, download: bool = False) -> Iterator[ModelVi
         config = read_config(path, checkpoint)
         family, guessed = family_for(config, checkpoint.infos)
         params, tied, buffers = parameter_tensors(checkpoint.infos, family, config)
-        folder = path if path.is_dir() else path.parent
-        quantization = quantization_summary([config, *_sub_folder_configs(folder, checkpoint.files)])
-        params = logical_params(params, quantization)
-        yield ModelView(path, checkpoint, config, family, guessed, params, tied, buffers, quantization)
+        view = ModelView(path, checkpoint, config, family, guessed, params, tied, buffers)
+        view.quantization = quantization_summary([config, *_sub_folder_configs(view.folder, checkpoint.files)])
+        view.params = logical_params(params, view.quantization)
+        yield view
     finally:
         checkpoint.close()
 
@@ -255,7 +255,6 @@ def _report(view: ModelView) -> ModelReport:
     folder, config, family = view.folder, view.config, view.family
     files = view.checkpoint.files
     hf_names = foreign_hf_names(view)
-    params = view.params
     return ModelReport(
         path=str(view.path),
         format=view.checkpoint.format,
@@ -265,10 +264,10 @@ def _report(view: ModelView) -> ModelReport:
         family=family.name,
         family_guessed=view.guessed,
         custom_code=family.custom_code or "auto_map" in config,
-        params=sum(i.numel for i in params.values()),
-        bytes=sum(i.nbytes for i in params.values()),
-        dtypes=_dtype_mix(params),
-        components=_component_stats(params, family, hf_names),
+        params=sum(i.numel for i in view.params.values()),
+        bytes=sum(i.nbytes for i in view.params.values()),
+        dtypes=_dtype_mix(view.params),
+        components=_component_stats(view.params, family, hf_names),
         tied=view.tied,
         buffers=view.buffers,
         config={k: v for k in family.config_fields if (v := config_value(config, k)) is not None},
