@@ -92,3 +92,16 @@ def test_peak_rss_is_the_process_own_not_its_parents(zoo, tmp_path: Path) -> Non
                           capture_output=True, text=True, check=True)
     ours, inherited = json.loads(done.stdout.strip().splitlines()[-1])
     assert inherited > 1024 and 100 < ours < 900, (ours, inherited)
+
+
+def test_running_the_export_shows_no_third_party_progress_bar(zoo, tmp_path: Path) -> None:
+    """compressed-tensors decompresses the export at the first forward with its own tqdm bar: `vlmkit run` does it
+    while loading, quietly (shown with --verbose), and answers with the same tokens either way."""
+    quantize(zoo("llama"), tmp_path / "q", method="rtn", calib="demo", samples=2, held_out=1, progress=False)
+    runs = [subprocess.run([sys.executable, "-m", "vlmkit", "run", str(tmp_path / "q"), "--prompt", "Hello",
+                            "--max-new-tokens", "3", "--json", *extra], capture_output=True, text=True)
+            for extra in ((), ("--verbose",))]
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-500:] for run in runs]
+    assert "Decompressing model" not in runs[0].stderr and "Decompressing model" in runs[1].stderr
+    quiet, verbose = (json.loads(run.stdout) for run in runs)
+    assert quiet["token_ids"] == verbose["token_ids"] and len(quiet["token_ids"]) == 3

@@ -18,7 +18,7 @@ from typing import Any
 from vlmkit.constants import NUMPY_DTYPES, float_dtype
 from vlmkit.errors import UnsupportedError, VlmkitError, error_summary
 from vlmkit.families import family_for
-from vlmkit.logs import quiet_transformers
+from vlmkit.logs import quiet_output, quiet_transformers
 from vlmkit.runtime.base import IMAGE, Message, Prompt, SamplingParams
 from vlmkit.runtime.prompt import add_special_tokens, plain_render, template_errors
 
@@ -87,6 +87,15 @@ class _IdStreamer:
         self.ids.put(None)
 
 
+def _decompress_now(model) -> None:
+    """A compressed-tensors checkpoint loads packed and is decompressed by a hook at the first forward, with a
+    progress bar in the middle of the answer; the same ``decompress_model`` is run here, inside the quiet load
+    (the weights are dense from the first forward on either way)."""
+    compressor = getattr(getattr(model, "hf_quantizer", None), "compressor", None)
+    if compressor is not None and getattr(model, "ct_decompress_hook", None) is not None:
+        compressor.decompress_model(model)
+
+
 class TransformersBackend:
     """An HF checkpoint loaded with its Auto class, processor or tokenizer, on one device."""
 
@@ -102,6 +111,7 @@ class TransformersBackend:
         quiet_transformers(verbose)
         if threads:
             torch.set_num_threads(threads)
+        self.verbose = verbose
         self.path = Path(path)
         self.auto_class, self.is_vlm = model_class(self.path)
         self.device = pick_device(device)
@@ -118,7 +128,10 @@ class TransformersBackend:
         self.n_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 20)
 
     def load_weights(self, dtype: str | None) -> None:
-        self.model = self.auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype)).to(self.device).eval()
+        with quiet_output(self.verbose):  # compressed-tensors' own tqdm bars, which no setting turns off
+            model = self.auto_class.from_pretrained(self.path, dtype=pick_dtype(dtype))
+            _decompress_now(model)
+        self.model = model.to(self.device).eval()
 
     def _load_processor(self) -> Any:
         import transformers
