@@ -135,3 +135,23 @@ def test_sigterm_during_quantize_leaves_nothing(zoo, tmp_path: Path) -> None:
     assert child.returncode == 1
     assert "interrupted by SIGTERM; nothing was written" in stderr.strip().splitlines()[-1], stderr
     assert_nothing_written(tmp_path, out)
+
+
+def test_sigint_during_quantizes_gguf_export_names_the_users_output(zoo, tmp_path: Path) -> None:
+    """quantize writes its GGUF through convert into a staging folder; the one line names `--out`, not that folder."""
+    model, out, ready = zoo("llama"), tmp_path / "out", tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERT, str(ready), "quantize", str(model), "--samples",
+                              "2", "--held-out", "1", "--format", "gguf", "--out", str(out)], env=env(),
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        while not ready.exists():
+            assert child.poll() is None, child.communicate()[1]
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 1
+    assert stderr.strip().splitlines()[-1] == f"error: {out}: interrupted by SIGINT; nothing was written", stderr
+    assert_nothing_written(tmp_path, out)
+    assert not list(tmp_path.glob(".vlmkit-*")) and not list(tmp_path.glob(".out.*")), list(tmp_path.iterdir())

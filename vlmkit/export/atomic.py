@@ -143,16 +143,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_faults = threading.local()  # .active: a faults_in_one_line is already answering in this thread
+
+
 @contextmanager
 def faults_in_one_line(out: Path) -> Iterator[None]:
     """SIGINT / SIGTERM raise ``Interrupted`` (so the caller's cleanup runs; SIGTERM would otherwise kill
-    the process on the spot) and a full disk becomes one line naming the output."""
+    the process on the spot) and a full disk becomes one line naming the output. Nested (``quantize`` runs
+    ``convert`` into a staging folder), the outermost one answers: the line names the user's output."""
+    if getattr(_faults, "active", False):
+        yield
+        return
     main = threading.current_thread() is threading.main_thread()
 
     def interrupt(signum: int, _frame: object) -> None:
         raise Interrupted(out, f"interrupted by {signal.Signals(signum).name}; nothing was written")
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    _faults.active = True
     try:
         yield
     except OSError as error:
@@ -160,6 +168,7 @@ def faults_in_one_line(out: Path) -> Iterator[None]:
             raise
         raise VlmkitError(out, f"{os.strerror(error.errno)} while writing; nothing was written") from None
     finally:
+        _faults.active = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
